@@ -1,0 +1,3 @@
+from hybridmednet.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,170 @@
+"""Typed, validated experiment config.
+
+Every section forbids unknown keys, so a typo fails loudly (``loader.py`` turns pydantic's
+errors into one line naming the key and the valid choices). Paths may use ``{data_root}``,
+which resolves to ``$HYBRIDMEDNET_DATA`` or, failing that, ``../shared/data``; the resolved
+config saved with each run holds absolute paths so a run can be re-evaluated from anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DATA_ROOT_ENV = "HYBRIDMEDNET_DATA"
+
+
+def default_data_root() -> Path:
+    """Where ``{data_root}`` points: ``$HYBRIDMEDNET_DATA``, else ``../shared/data``."""
+    return Path(os.environ.get(DATA_ROOT_ENV, "../shared/data")).expanduser().resolve()
+
+
+def resolve_path(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.replace("{data_root}", str(default_data_root()))
+    return str(Path(value).expanduser().resolve())
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------- data sources
+class MedMNISTSource(StrictModel):
+    """A MedMNIST ``.npz``: ``<root>/<flag>.npz`` (28 px) or ``<root>/<flag>_<size>.npz``."""
+
+    kind: Literal["medmnist"]
+    root: str = "{data_root}/medmnist"
+    flag: str
+    size: Literal[28, 64, 128, 224] = 28
+    download: bool = True
+    url: str | None = Field(None, description="override the download URL (mirror or file://)")
+    md5: str | None = Field(None, description="expected MD5 when url is overridden")
+
+    _paths = field_validator("root")(resolve_path)
+
+
+class FolderSource(StrictModel):
+    """``root/<class>/*`` or ``root/{train,val,test}/<class>/*``."""
+
+    kind: Literal["folder"]
+    root: str
+    extensions: list[str] = [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz"]
+    group_regex: str | None = Field(None, description="regex on the file name; group 1 is the patient id")
+    class_names: list[str] | None = None
+
+    _paths = field_validator("root")(resolve_path)
+
+
+class CsvSource(StrictModel):
+    """A CSV with one row per image: a path (column or template), labels, optional text/group/split."""
+
+    kind: Literal["csv"]
+    path: str
+    image_root: str | None = None
+    path_column: str | None = "path"
+    path_template: str | None = Field(None, description='e.g. "{image_id}.jpg", filled from the row')
+    id_column: str | None = None
+    label_column: str | None = "label"
+    label_separator: str | None = Field(None, description='multi-label in one column, e.g. "|"')
+    label_columns: list[str] | None = Field(None, description="multi-label as 0/1 columns")
+    class_names: list[str] | None = None
+    text_column: str | None = None
+    group_column: str | None = None
+    split_column: str | None = None
+
+    _paths = field_validator("path", "image_root")(resolve_path)
+
+    @model_validator(mode="after")
+    def _one_label_form(self) -> CsvSource:
+        if self.label_columns and self.label_separator:
+            raise ValueError("set either label_columns (0/1 columns) or label_separator, not both")
+        if self.path_template is not None:
+            self.__dict__["path_column"] = None
+        return self
+
+
+DataSource = Annotated[Union[MedMNISTSource, FolderSource, CsvSource], Field(discriminator="kind")]
+
+
+class SplitConfig(StrictModel):
+    """Use the file's own split where it has one; fill a missing val/test split by a stratified
+    split grouped by patient/lesion id when the data has one."""
+
+    strategy: Literal["auto", "random"] = "auto"
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+
+
+class DataConfig(StrictModel):
+    source: DataSource
+    image_size: int = Field(28, ge=8, le=1024)
+    channels: Literal[1, 3] = 3
+    resize: Literal["center_crop", "squash"] = "center_crop"
+    split: SplitConfig = SplitConfig()
+    augment: Literal["auto", "none", "light", "medium", "strong"] = "auto"
+    balanced_sampling: bool = False
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(512, ge=1)
+    num_workers: int = Field(0, ge=0, le=16)
+    skip_bad: bool = False
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    max_samples_per_split: int | None = Field(None, ge=1, description="cap for quick runs")
+    cache: bool = Field(True, description="cache decoded, resized images under the run's data cache")
+
+
+# --------------------------------------------------------------------------- model / train
+class ModelConfig(StrictModel):
+    name: str = "small_cnn"
+    pretrained: bool = False
+    pretrained_file: str | None = None
+    drop_rate: float = Field(0.1, ge=0, lt=1)
+    small_stem: Literal["auto", True, False] = "auto"
+    kwargs: dict[str, Any] = {}
+
+    _paths = field_validator("pretrained_file")(resolve_path)
+
+
+class TrainConfig(StrictModel):
+    epochs: int = Field(30, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    min_lr_ratio: float = Field(0.01, ge=0, le=1)
+    accumulation_steps: int = Field(1, ge=1)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    loss: Literal["auto", "ce", "bce"] = "auto"
+    ema: bool = True
+    ema_decay: float = Field(0.998, gt=0, lt=1)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    channels_last: Literal["auto", True, False] = "auto"
+    grad_clip: float | None = Field(None, gt=0)
+    monitor: Literal["auc", "acc", "balanced_acc", "macro_f1", "loss", "mean_auc"] = "auc"
+    early_stopping_patience: int | None = Field(10, ge=1)
+    threads: int | None = Field(None, ge=1)
+    log_every: int = Field(20, ge=1)
+
+
+class EvalConfig(StrictModel):
+    n_bootstrap: int = Field(1000, ge=0)
+    use_ema: Literal["auto", True, False] = "auto"
+
+
+class ExperimentConfig(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    output_dir: str = "runs"
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name

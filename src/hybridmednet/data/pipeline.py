@@ -1,0 +1,90 @@
+"""From ``DataConfig`` to three in-memory splits, audited for leakage.
+
+source -> :class:`SampleTable` -> split assignment -> decode/resize (cached) -> leakage audit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hybridmednet.data.leakage import audit_leakage
+from hybridmednet.data.materialize import materialize
+from hybridmednet.data.sources import build_table
+from hybridmednet.data.splits import assign_splits, split_table
+from hybridmednet.data.table import SPLITS, SampleTable
+from hybridmednet.errors import DataError
+
+
+@dataclass
+class SplitArrays:
+    """One split, decoded: what the torch ``Dataset`` and the metrics read."""
+
+    ids: list[str]
+    images: np.ndarray  # (N, S, S, C) uint8
+    targets: np.ndarray
+    groups: list[str | None] | None = None
+    texts: list[str | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class PreparedData:
+    splits: dict[str, SplitArrays]
+    class_names: list[str]
+    multilabel: bool
+    source: str
+    audit: dict = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def class_counts(self) -> dict[str, list[int]]:
+        out = {}
+        for name, part in self.splits.items():
+            t = part.targets
+            counts = t.sum(axis=0) if self.multilabel else np.bincount(t, minlength=len(self.class_names))
+            out[name] = [int(c) for c in counts]
+        return out
+
+
+def _cap(table: SampleTable, limit: int | None, seed: int) -> SampleTable:
+    if limit is None or len(table) <= limit:
+        return table
+    rng = np.random.default_rng(seed)
+    return table.subset(np.sort(rng.choice(len(table), size=limit, replace=False)))
+
+
+def _to_arrays(table: SampleTable, cfg, skip_bad: bool) -> tuple[SplitArrays, list]:
+    images, ok, skipped = materialize(table, cfg.image_size, cfg.channels, cfg.resize,
+                                      skip_bad=skip_bad, use_cache=cfg.cache)
+    if not ok.all():
+        keep = np.flatnonzero(ok)
+        table, images = table.subset(keep), images[keep]
+    return SplitArrays(ids=list(table.ids), images=images, targets=table.targets,
+                       groups=table.groups, texts=table.texts), skipped
+
+
+def prepare_data(cfg, *, splits_wanted=SPLITS) -> PreparedData:
+    """Build the splits named in ``splits_wanted`` (decoding only those)."""
+    table = build_table(cfg.source)
+    assignment = assign_splits(table, cfg.split.strategy, cfg.split.val_fraction, cfg.split.test_fraction, cfg.split.seed)
+    parts, skipped = {}, []
+    for name, part in split_table(table, assignment).items():
+        if name not in splits_wanted:
+            continue
+        part = _cap(part, cfg.max_samples_per_split, cfg.split.seed)
+        parts[name], bad = _to_arrays(part, cfg, cfg.skip_bad)
+        skipped += [(f"{name}:{i}", reason) for i, reason in bad]
+    data = PreparedData(splits=parts, class_names=table.class_names, multilabel=table.multilabel,
+                        source=table.source, skipped=skipped)
+    if "train" in parts:
+        counts = data.class_counts()["train"]
+        empty = [n for n, c in zip(table.class_names, counts) if c == 0]
+        if empty:
+            raise DataError(f"{table.source}: class(es) {empty} have no training images; "
+                            "add images or remove them from data.source.class_names")
+    if len(parts) > 1:
+        data.audit = audit_leakage(parts)
+    return data

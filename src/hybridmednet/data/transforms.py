@@ -1,0 +1,50 @@
+"""Augmentation presets on ``uint8 (H, W, C)`` arrays, with albumentations.
+
+Augmenting uint8 before the float conversion is several times faster on CPU than tensor
+transforms. ``auto`` picks ``light`` at 32 px and below (28-px images lose too much to crops
+and strong rotations) and ``medium`` above.
+"""
+
+from __future__ import annotations
+
+import albumentations as A
+
+
+def _light(size: int, channels: int) -> list:
+    return [
+        A.HorizontalFlip(p=0.5),
+        A.Affine(translate_percent=(-0.06, 0.06), scale=(0.92, 1.08), rotate=(-10, 10), p=0.5),
+    ]
+
+
+def _medium(size: int, channels: int) -> list:
+    ops = [
+        A.RandomResizedCrop(size=(size, size), scale=(0.7, 1.0), ratio=(0.85, 1.18), p=1.0),
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.Affine(rotate=(-20, 20), p=0.5),
+    ]
+    if channels == 3:
+        ops.append(A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.15, hue=0.02, p=0.5))
+    else:
+        ops.append(A.RandomBrightnessContrast(0.2, 0.2, p=0.5))
+    return ops
+
+
+def _strong(size: int, channels: int) -> list:
+    return _medium(size, channels) + [
+        A.RandomRotate90(p=0.5),
+        A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(0.05, 0.15), hole_width_range=(0.05, 0.15), p=0.3),
+    ]
+
+
+PRESETS = {"none": lambda size, channels: [], "light": _light, "medium": _medium, "strong": _strong}
+
+
+def resolve_preset(name: str, size: int) -> str:
+    return ("light" if size <= 32 else "medium") if name == "auto" else name
+
+
+def build_train_transform(name: str, size: int, channels: int, seed: int) -> A.Compose | None:
+    ops = PRESETS[resolve_preset(name, size)](size, channels)
+    return A.Compose(ops, seed=seed) if ops else None

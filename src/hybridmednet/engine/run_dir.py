@@ -1,0 +1,75 @@
+"""A run directory ``runs/<name>/`` and how to rebuild a trained model from it.
+
+Layout: ``config.yaml`` (resolved), ``train.log``, ``metrics.csv`` (per epoch),
+``data_summary.json`` (class counts, leakage audit), ``skipped_images.txt``,
+``checkpoints/{best,last}.json`` + safetensors, ``train_summary.json``, ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.nn as nn
+
+from hybridmednet.config.loader import load_config
+from hybridmednet.config.schema import ExperimentConfig
+from hybridmednet.errors import CheckpointError
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def metrics_json(self) -> Path:
+        return self.path / "metrics.json"
+
+    def config(self) -> ExperimentConfig:
+        if not self.config_file.exists():
+            raise CheckpointError(f"{self.path}: not a run directory (no config.yaml); pass runs/<name>")
+        return load_config(self.config_file)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def build_model_from_config(cfg: ExperimentConfig, num_classes: int, *, pretrained: bool | None = None) -> nn.Module:
+    from hybridmednet.models import create_model
+
+    m = cfg.model
+    use_pretrained = m.pretrained if pretrained is None else pretrained
+    return create_model(m.name, num_classes, cfg.data.channels, pretrained=use_pretrained,
+                        pretrained_file=m.pretrained_file if use_pretrained else None, drop_rate=m.drop_rate,
+                        small_stem=m.small_stem, image_size=cfg.data.image_size, **m.kwargs)
+
+
+def load_trained_model(run: RunDir | Path | str, tag: str = "best") -> tuple[nn.Module, dict, ExperimentConfig]:
+    """The model as selected on validation, its checkpoint metadata, and the run's config."""
+    from hybridmednet.engine.checkpoint import load_checkpoint
+
+    run = run if isinstance(run, RunDir) else RunDir(Path(run))
+    cfg = run.config()
+    tensors, meta = load_checkpoint(run.checkpoints, tag)
+    model = build_model_from_config(cfg, len(meta["class_names"]), pretrained=False)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{run.checkpoints / meta['weights']}: does not fit model {cfg.model.name!r} "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.eval()
+    return model, meta, cfg

@@ -1,0 +1,360 @@
+"""The training loop: data -> model -> AdamW/cosine -> EMA -> validation -> checkpoints.
+
+Checkpoints are chosen on validation only (the raw weights or their EMA, whichever scores
+better on the monitored metric); the test split is never read here. ``last`` holds everything
+needed to resume bit-for-bit: weights, EMA, optimizer, schedule position, RNG states and the
+early-stopping state, and the data order and augmentations are functions of (seed, epoch).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from hybridmednet.config.loader import save_config
+from hybridmednet.config.schema import ExperimentConfig
+from hybridmednet.data.dataset import ArrayDataset, EpochSampler, balanced_weights
+from hybridmednet.data.leakage import summarize
+from hybridmednet.data.pipeline import PreparedData, prepare_data
+from hybridmednet.data.preprocess import default_mean_std, normalize_batch
+from hybridmednet.data.transforms import build_train_transform, resolve_preset
+from hybridmednet.engine import checkpoint as ckpt
+from hybridmednet.engine.ema import build_ema
+from hybridmednet.engine.inference import predict_arrays
+from hybridmednet.engine.optim import build_optimizer, build_scheduler
+from hybridmednet.engine.run_dir import RunDir, build_model_from_config, git_commit
+from hybridmednet.engine.runtime import Runtime, broadcast_flag, make_runtime, seed_everything
+from hybridmednet.errors import CheckpointError
+from hybridmednet.losses import build_loss
+from hybridmednet.metrics.classification import multi_label_metrics, single_label_metrics
+from hybridmednet.utils.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger("hybridmednet")
+
+
+def setup_logging(run_dir: Path | None, *, quiet: bool = False, is_main: bool = True) -> None:
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    if not is_main:
+        log.addHandler(logging.NullHandler())
+        return
+    if not quiet:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(console)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(run_dir / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(handler)
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    np_state = np.random.get_state()
+    return ({"rng.torch": torch.get_rng_state()},
+            {"python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+             "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]})
+
+
+def _set_rng_state(tensors: dict, meta: dict) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    version, state, gauss = meta["python"]
+    random.setstate((version, tuple(state), gauss))
+    kind, keys, *rest = meta["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+
+
+class Trainer:
+    """Train one experiment. ``stop_after_epoch`` simulates an interruption (used by tests)."""
+
+    def __init__(self, cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = False,
+                 device: str | None = None, quiet: bool = False, stop_after_epoch: int | None = None):
+        self.cfg = cfg
+        self.run = RunDir(cfg.run_dir)
+        self.resume, self.overwrite, self.quiet = resume, overwrite, quiet
+        self.stop_after_epoch = stop_after_epoch
+        self.rt: Runtime = make_runtime(cfg.train, device=device)
+
+    # ------------------------------------------------------------------ setup
+    def _check_run_dir(self) -> None:
+        has_ckpt = (self.run.checkpoints / "last.json").exists()
+        if self.resume and not has_ckpt:
+            raise CheckpointError(f"{self.run.path}: nothing to resume (no checkpoints/last.json); drop --resume")
+        if has_ckpt and not (self.resume or self.overwrite):
+            raise CheckpointError(f"{self.run.path}: already holds a trained run; pass --resume to continue it, "
+                                  "--overwrite to replace it, or --set name=<new name>")
+
+    def _write_data_summary(self, data: PreparedData) -> None:
+        summary = {"source": data.source, "class_names": data.class_names, "multilabel": data.multilabel,
+                   "class_counts": data.class_counts(), "n": {k: len(v) for k, v in data.splits.items()},
+                   "leakage": data.audit, "skipped_images": len(data.skipped)}
+        atomic_write_json(self.run.path / "data_summary.json", summary)
+        if data.skipped:
+            atomic_write_text(self.run.path / "skipped_images.txt", "".join(f"{i}\t{r}\n" for i, r in data.skipped))
+            log.info(f"skipped {len(data.skipped)} unreadable image(s); listed in {self.run.path / 'skipped_images.txt'}")
+        log.info(f"data: {summary['n']} from {data.source}; leakage audit: {summarize(data.audit)}")
+
+    def _loader(self, data: PreparedData) -> DataLoader:
+        d, train = self.cfg.data, data.splits["train"]
+        transform = build_train_transform(d.augment, d.image_size, d.channels, self.cfg.seed)
+        self.dataset = ArrayDataset(train.images, train.targets, transform, seed=self.cfg.seed)
+        weights = balanced_weights(train.targets) if d.balanced_sampling else None
+        self.sampler = EpochSampler(len(train), seed=self.cfg.seed, weights=weights,
+                                    rank=self.rt.rank, world_size=self.rt.world_size)
+        return DataLoader(self.dataset, batch_size=d.batch_size, sampler=self.sampler, num_workers=d.num_workers,
+                          drop_last=len(self.sampler) > d.batch_size, persistent_workers=False,
+                          worker_init_fn=self.dataset.init_worker if d.num_workers else None)
+
+    def _mean_std(self, model: nn.Module) -> tuple[list[float], list[float]]:
+        d = self.cfg.data
+        pretrained_cfg = getattr(model, "pretrained_cfg", None) or {}
+        if self.cfg.model.pretrained and not d.mean and len(pretrained_cfg.get("mean", ())) == d.channels:
+            return list(pretrained_cfg["mean"]), list(pretrained_cfg["std"])
+        return default_mean_std(d.channels, d.mean, d.std)
+
+    # ------------------------------------------------------------------ main
+    def fit(self) -> dict:
+        cfg, rt = self.cfg, self.rt
+        if rt.is_main:
+            self._check_run_dir()
+        setup_logging(self.run.path, quiet=self.quiet, is_main=rt.is_main)
+        seed_everything(cfg.seed)
+        started = time.perf_counter()
+        data = prepare_data(cfg.data)  # test is decoded only for the leakage audit and class counts
+        if rt.is_main:
+            save_config(cfg, self.run.config_file)
+            self._write_data_summary(data)
+        self.data = data
+        loader = self._loader(data)
+
+        seed_everything(cfg.seed)
+        raw = build_model_from_config(cfg, len(data.class_names)).to(rt.device)
+        if rt.channels_last:
+            raw = raw.to(memory_format=torch.channels_last)
+        self.mean, self.std = self._mean_std(raw)
+        model = raw
+        if rt.distributed:
+            model = nn.parallel.DistributedDataParallel(raw, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        t = cfg.train
+        self.loss_fn = build_loss(t.loss, multilabel=data.multilabel, label_smoothing=t.label_smoothing).to(rt.device)
+        optimizer = build_optimizer(raw, t.lr, t.weight_decay, rt.device)
+        steps_per_epoch = -(-len(loader) // t.accumulation_steps)
+        scheduler = build_scheduler(optimizer, t.epochs * steps_per_epoch, int(t.warmup_epochs * steps_per_epoch), t.min_lr_ratio)
+        ema = build_ema(raw, t.ema_decay) if t.ema else None
+        scaler = torch.amp.GradScaler(rt.device.type) if rt.use_scaler else None
+        state = {"epoch": 0, "step": 0, "best_score": -float("inf"), "best_epoch": -1, "bad_epochs": 0}
+        if self.resume:
+            state = self._restore(raw, ema, optimizer, scheduler, scaler)
+            log.info(f"resumed from epoch {state['epoch']} (best {t.monitor} {state['best_score']:.4f} at epoch {state['best_epoch']})")
+        n_params = sum(p.numel() for p in raw.parameters())
+        log.info(f"model {cfg.model.name}: {n_params / 1e6:.2f}M parameters; device {rt.device}, "
+                 f"precision {rt.amp_dtype or 'fp32'}, channels_last {rt.channels_last}, world {rt.world_size}, "
+                 f"augment {resolve_preset(cfg.data.augment, cfg.data.image_size)}")
+
+        throughput = []
+        for epoch in range(state["epoch"], t.epochs):
+            epoch_start = time.perf_counter()
+            train_loss, img_s = self._train_epoch(model, raw, loader, optimizer, scheduler, ema, scaler, state, epoch)
+            throughput.append(img_s)
+            stop = False
+            if rt.is_main:
+                row = self._validate_and_select(raw, ema, state, epoch, train_loss, img_s, optimizer)
+                row["epoch_s"] = round(time.perf_counter() - epoch_start, 2)
+                self._append_csv(row)
+                state["epoch"] = epoch + 1
+                self._save_last(raw, ema, optimizer, scheduler, scaler, state)
+                stop = t.early_stopping_patience is not None and state["bad_epochs"] >= t.early_stopping_patience
+                if stop:
+                    log.info(f"early stopping: no {t.monitor} improvement on val for {state['bad_epochs']} epochs")
+            state["epoch"] = epoch + 1
+            if broadcast_flag(stop, rt) or (self.stop_after_epoch is not None and epoch + 1 >= self.stop_after_epoch):
+                break
+        summary = {"best_epoch": state["best_epoch"], "best_val_score": state["best_score"], "monitor": t.monitor,
+                   "epochs_run": state["epoch"], "wall_s": round(time.perf_counter() - started, 1),
+                   "train_img_s_median": float(np.median(throughput)) if throughput else None,
+                   "parameters": n_params, "world_size": rt.world_size}
+        if rt.is_main:
+            atomic_write_json(self.run.path / "train_summary.json", summary)
+        if rt.distributed:
+            torch.distributed.barrier()
+        return summary
+
+    # ------------------------------------------------------------------ epoch
+    def _train_epoch(self, model, raw, loader, optimizer, scheduler, ema, scaler, state, epoch) -> tuple[float, float]:
+        t, rt = self.cfg.train, self.rt
+        self.sampler.set_epoch(epoch)
+        self.dataset.set_epoch(epoch)
+        model.train()
+        accum = t.accumulation_steps
+        total_loss, seen, n_batches = 0.0, 0, len(loader)
+        bar = None
+        if rt.is_main and not self.quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False, dynamic_ncols=True)
+        start = time.perf_counter()
+        for i, (images, targets) in enumerate(loader):
+            x = normalize_batch(images.to(rt.device, non_blocking=True), self.mean, self.std, channels_last=rt.channels_last)
+            y = targets.to(rt.device, non_blocking=True)
+            sync = (i + 1) % accum == 0 or i + 1 == n_batches
+            context = model.no_sync() if rt.distributed and not sync else nullcontext()
+            with context:
+                with rt.autocast():
+                    logits = model(x)
+                loss = self.loss_fn(logits.float(), y)
+                scaled = loss / accum
+                (scaler.scale(scaled) if scaler else scaled).backward()
+            if sync:
+                self._optimizer_step(raw, optimizer, scaler)
+                scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(raw)
+                state["step"] += 1
+            total_loss += float(loss.detach()) * len(y)
+            seen += len(y)
+            if bar is not None:
+                bar.update(1)
+                if i % t.log_every == 0:
+                    bar.set_postfix(loss=f"{total_loss / seen:.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+        if bar is not None:
+            bar.close()
+        elapsed = time.perf_counter() - start
+        return total_loss / max(seen, 1), seen * rt.world_size / max(elapsed, 1e-9)
+
+    def _optimizer_step(self, raw, optimizer, scaler) -> None:
+        clip = self.cfg.train.grad_clip
+        if scaler is not None:
+            if clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(raw.parameters(), clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            if clip:
+                nn.utils.clip_grad_norm_(raw.parameters(), clip)
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    # ------------------------------------------------------------------ validation
+    def _score(self, model) -> tuple[float, dict]:
+        val, data = self.data.splits["val"], self.data
+        probs, loss = predict_arrays(model, val.images, mean=self.mean, std=self.std, runtime=self.rt,
+                                     multilabel=data.multilabel, batch_size=self.cfg.data.eval_batch_size,
+                                     targets=val.targets, loss_fn=self.loss_fn)
+        if data.multilabel:
+            metrics = multi_label_metrics(probs, val.targets, data.class_names)
+            metrics["auc"] = metrics["mean_auc"]
+        else:
+            metrics = single_label_metrics(probs, val.targets, data.class_names)
+        metrics["loss"] = loss
+        monitor = self.cfg.train.monitor
+        value = metrics.get("mean_auc" if monitor == "mean_auc" else monitor)
+        score = -value if monitor == "loss" else value
+        return (-float("inf") if score is None or np.isnan(score) else float(score)), metrics
+
+    def _validate_and_select(self, raw, ema, state, epoch, train_loss, img_s, optimizer) -> dict:
+        use_ema = self.cfg.eval.use_ema
+        candidates = []
+        if use_ema is not True or ema is None:
+            candidates.append(("raw", raw))
+        if ema is not None and use_ema is not False:
+            candidates.append(("ema", ema.module))
+        scored = [(name, module, *self._score(module)) for name, module in candidates]
+        name, module, score, metrics = max(scored, key=lambda s: s[2])
+        improved = score > state["best_score"]
+        if improved:
+            state.update(best_score=score, best_epoch=epoch + 1, bad_epochs=0)
+            self._save_best(module, name, metrics, epoch + 1)
+        else:
+            state["bad_epochs"] += 1
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": round(train_loss, 5),
+               "train_img_s": round(img_s, 1)}
+        for variant, _, _, m in scored:
+            for key in ("loss", "acc", "balanced_acc", "macro_f1", "auc"):
+                if key in m and m[key] is not None:
+                    row[f"val_{key}" if variant == "raw" else f"val_{variant}_{key}"] = round(float(m[key]), 5)
+        row["selected"] = name if improved else ""
+        log.info(f"epoch {epoch + 1}/{self.cfg.train.epochs} loss {train_loss:.4f} "
+                 + " ".join(f"{v}:{self.cfg.train.monitor}={s:.4f}" for v, _, s, _ in scored)
+                 + f" acc={metrics.get('acc', float('nan')):.4f} {img_s:.0f} img/s" + (" *" if improved else ""))
+        return row
+
+    def _append_csv(self, row: dict) -> None:
+        path = self.run.path / "metrics.csv"
+        rows = []
+        if path.exists():
+            with open(path, newline="") as handle:
+                rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) < row["epoch"]]  # drop rows a resume replays
+        rows.append(row)
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        with open(path.with_suffix(".csv.tmp"), "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        path.with_suffix(".csv.tmp").replace(path)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _meta(self) -> dict:
+        d = self.cfg.data
+        return {"config": self.cfg.model_dump(mode="json"), "class_names": self.data.class_names,
+                "multilabel": self.data.multilabel, "git_commit": git_commit(), "torch": torch.__version__,
+                "preprocessing": {"image_size": d.image_size, "channels": d.channels, "resize": d.resize,
+                                  "mean": self.mean, "std": self.std, "input": "uint8 RGB/grey, /255, (x-mean)/std"}}
+
+    def _save_best(self, module: nn.Module, variant: str, metrics: dict, epoch: int) -> None:
+        meta = dict(self._meta(), variant=variant, val_metrics={k: v for k, v in metrics.items() if not isinstance(v, (dict, list))})
+        ckpt.save_checkpoint(self.run.checkpoints, "best", module.state_dict(), meta, epoch)
+
+    def _save_last(self, raw, ema, optimizer, scheduler, scaler, state) -> None:
+        tensors = {f"model.{k}": v for k, v in raw.state_dict().items()}
+        if ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+        optim_tensors, optim_meta = ckpt.flatten_optimizer(optimizer.state_dict())
+        rng_tensors, rng_meta = _rng_state()
+        tensors.update(optim_tensors)
+        tensors.update(rng_tensors)
+        meta = dict(self._meta(), state=state, optimizer=optim_meta, scheduler=scheduler.state_dict(), rng=rng_meta,
+                    scaler=scaler.state_dict() if scaler is not None else None)
+        ckpt.save_checkpoint(self.run.checkpoints, "last", tensors, meta, state["epoch"])
+
+    def _restore(self, raw, ema, optimizer, scheduler, scaler) -> dict:
+        tensors, meta = ckpt.load_checkpoint(self.run.checkpoints, "last")
+
+        def part(prefix: str) -> dict:
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        raw.load_state_dict(part("model."))
+        if ema is not None:
+            ema.load_state_dict(part("ema."))
+        optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, meta["optimizer"]))
+        scheduler.load_state_dict(meta["scheduler"])
+        if scaler is not None and meta.get("scaler"):
+            scaler.load_state_dict(meta["scaler"])
+        _set_rng_state(tensors, meta["rng"])
+        return dict(meta["state"])
+
+
+def train(cfg: ExperimentConfig, **kwargs) -> dict:
+    return Trainer(cfg, **kwargs).fit()
+
+
+def read_metrics_csv(run_dir: Path) -> list[dict]:
+    with open(Path(run_dir) / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+__all__ = ["Trainer", "train", "read_metrics_csv", "json"]
