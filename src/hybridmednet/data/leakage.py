@@ -37,13 +37,15 @@ def image_digest(image: np.ndarray) -> str:
 
 
 def audit_leakage(parts: dict, n_examples: int = 5) -> dict:
-    """``parts``: split name -> object with ``ids``, ``groups`` (or None) and ``images`` (uint8)."""
+    """``parts``: split name -> object with ``ids``, ``groups`` (or None) and ``images`` (uint8, or
+    None for a group-only audit before any pixel is decoded)."""
     report: dict = {}
     if any(getattr(p, "groups", None) is not None for p in parts.values()):
         report["groups"] = _crossing(
             {s: list(zip(p.groups or [None] * len(p.ids), p.ids)) for s, p in parts.items()}, n_examples)
-    report["identical_images"] = _crossing(
-        {s: [(image_digest(img), i) for img, i in zip(p.images, p.ids)] for s, p in parts.items()}, n_examples)
+    if all(getattr(p, "images", None) is not None for p in parts.values()):
+        report["identical_images"] = _crossing(
+            {s: [(image_digest(img), i) for img, i in zip(p.images, p.ids)] for s, p in parts.items()}, n_examples)
     report["clean"] = all(v["n_crossing"] == 0 for k, v in report.items() if isinstance(v, dict))
     return report
 
@@ -53,6 +55,7 @@ def summarize(report: dict) -> str:
     if "groups" in report:
         g = report["groups"]
         lines.append(f"groups in >1 split: {g['n_crossing']} of {g['n_total']} {g['by_split_pair']}")
-    d = report["identical_images"]
-    lines.append(f"identical images in >1 split: {d['n_crossing']} {d['by_split_pair']}")
+    if "identical_images" in report:
+        d = report["identical_images"]
+        lines.append(f"identical images in >1 split: {d['n_crossing']} {d['by_split_pair']}")
     return "; ".join(lines)

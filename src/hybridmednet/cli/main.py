@@ -1,0 +1,173 @@
+"""``hybridmednet`` command line: a thin layer over config -> builders -> engine.
+
+Heavy modules (torch engine, timm, sklearn) are imported inside each command so ``--help``
+stays fast. Errors caused by input print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from hybridmednet.errors import HybridMedNetError
+
+PRESET_DIR = Path(__file__).resolve().parents[3] / "configs"
+
+
+def resolve_config_path(value: str) -> Path:
+    """A path, or a preset name such as ``dermamnist`` found in the repository's ``configs/``."""
+    path = Path(value)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return path
+    preset = PRESET_DIR / f"{value}.yaml"
+    return preset if preset.exists() else path
+
+
+def _load(args) -> object:
+    from hybridmednet.config.loader import load_config
+
+    overrides = list(args.set or [])
+    if getattr(args, "skip_bad", False):
+        overrides.append("data.skip_bad=true")
+    return load_config(resolve_config_path(args.config), overrides)
+
+
+def cmd_train(args) -> int:
+    from hybridmednet.engine.trainer import train
+
+    cfg = _load(args)
+    summary = train(cfg, resume=args.resume, overwrite=args.overwrite, device=args.device, quiet=args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from hybridmednet.engine.evaluate import evaluate_run
+
+    result = evaluate_run(args.run, args.split, n_bootstrap=args.n_bootstrap, device=args.device)
+    print(json.dumps({k: result["metrics"][k] for k in result["ci95"]} | {"ci95": result["ci95"], "n": result["n"]}, indent=2))
+    print(f"wrote {Path(args.run) / 'metrics.json'}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from hybridmednet.engine.predict import predict_files
+
+    out = args.out or str(Path(args.run) / "predictions.csv")
+    result = predict_files(args.run, args.inputs, out, skip_bad=args.skip_bad, path_column=args.path_column, device=args.device)
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from hybridmednet.data.leakage import summarize
+    from hybridmednet.data.pipeline import prepare_data
+
+    cfg = _load(args)
+    data = prepare_data(cfg.data)
+    print(summarize(data.audit))
+    print(json.dumps(data.audit, indent=2))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from hybridmednet.models import list_models
+
+    if args.timm:
+        from hybridmednet.models.timm_models import _timm
+
+        print("\n".join(_timm().list_models(args.timm)))
+    else:
+        print("\n".join(list_models()))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Train the DermaMNIST preset, evaluate it once on test, print the headline numbers."""
+    from hybridmednet.config.loader import load_config
+    from hybridmednet.engine.evaluate import evaluate_run
+    from hybridmednet.engine.trainer import train
+
+    started = time.perf_counter()
+    overrides = [f"output_dir={args.output_dir}"] + list(args.set or [])
+    cfg = load_config(PRESET_DIR / "demo_dermamnist.yaml", overrides)
+    summary = train(cfg, overwrite=True, quiet=args.quiet)
+    result = evaluate_run(cfg.run_dir, "test")
+    wall = time.perf_counter() - started
+    m, ci = result["metrics"], result["ci95"]
+    print(f"\nDermaMNIST (re-rendered), 28 px, {cfg.model.name}: test ACC {m['acc']:.4f} "
+          f"[{ci['acc'][0]:.4f}, {ci['acc'][1]:.4f}], AUC {m['auc']:.4f} [{ci['auc'][0]:.4f}, {ci['auc'][1]:.4f}]; "
+          f"{summary['train_img_s_median']:.0f} train img/s; {wall:.0f} s in all")
+    print(f"run directory: {cfg.run_dir} (config.yaml, metrics.csv, metrics.json, checkpoints/)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hybridmednet", description="Medical image classification: train, evaluate, predict.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p):
+        p.add_argument("--config", required=True, help="YAML file or preset name (configs/<name>.yaml)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set train.epochs=30")
+        p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them in the run")
+
+    p = sub.add_parser("train", help="train a model from a config")
+    with_config(p)
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run's validation-selected checkpoint")
+    p.add_argument("run")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--n-bootstrap", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict images, a folder, or a CSV of paths")
+    p.add_argument("run")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--out", default=None, help="output CSV (default RUN/predictions.csv)")
+    p.add_argument("--path-column", default="path")
+    p.add_argument("--skip-bad", action="store_true")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("audit", help="leakage audit of a config's splits")
+    with_config(p)
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("models", help="list registered models (or timm models with --timm PATTERN)")
+    p.add_argument("--timm", default=None, metavar="PATTERN")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("demo", help="train + evaluate DermaMNIST at 28 px on the shared data")
+    p.add_argument("--output-dir", default="runs")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HybridMedNetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last completed checkpoint is intact; continue with `hybridmednet train ... --resume`",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

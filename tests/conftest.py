@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny, learnable data sets written by the tests themselves."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(os.environ.get("HYBRIDMEDNET_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+
+
+def requires_shared_data(*parts: str):
+    path = SHARED_DATA.joinpath(*parts)
+    return pytest.mark.skipif(not path.exists(), reason=f"{path} not present")
+
+
+def pattern_images(n_per_class: int, n_classes: int, size: int, channels: int, seed: int = 0):
+    """Class k is a bright bar at a class-specific row/column plus noise: learnable in a few epochs."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for k in range(n_classes):
+        for _ in range(n_per_class):
+            img = rng.integers(0, 60, size=(size, size, channels), dtype=np.uint8)
+            pos = (k + 1) * size // (n_classes + 1)
+            if k % 2:
+                img[pos - 1:pos + 1, :] = 230
+            else:
+                img[:, pos - 1:pos + 1] = 230
+            images.append(img)
+            labels.append(k)
+    order = rng.permutation(len(labels))
+    return np.stack(images)[order], np.asarray(labels)[order]
+
+
+@pytest.fixture
+def tiny_npz(tmp_path: Path) -> Path:
+    """A MedMNIST-style npz (``tinymnist.npz``): 3 classes, 16 px RGB, official key layout."""
+    arrays = {}
+    for split, n, seed in (("train", 40, 0), ("val", 10, 1), ("test", 10, 2)):
+        x, y = pattern_images(n, 3, 16, 3, seed)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y[:, None]
+    path = tmp_path / "tinymnist.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def tiny_config(root: Path, run_root: Path, **train) -> dict:
+    cfg = {
+        "name": "tiny",
+        "output_dir": str(run_root),
+        "seed": 0,
+        "data": {"source": {"kind": "medmnist", "root": str(root), "flag": "tinymnist", "download": False},
+                 "image_size": 16, "channels": 3, "augment": "light", "batch_size": 16, "eval_batch_size": 64,
+                 "cache": False},
+        "model": {"name": "small_cnn", "kwargs": {"widths": [8, 16, 16, 32]}},
+        "train": {"epochs": 3, "lr": 0.005, "precision": "fp32", "warmup_epochs": 0.5, "threads": 1,
+                  "early_stopping_patience": None},
+        "eval": {"n_bootstrap": 50},
+    }
+    cfg["train"].update(train)
+    return cfg
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """``root/{train,test}/{a,b}/*.png``: 8 + 4 images per class, 12 px RGB."""
+    root = tmp_path / "folder"
+    x, y = pattern_images(12, 2, 12, 3, seed=3)
+    for i, (img, label) in enumerate(zip(x, y)):
+        split = "test" if i % 3 == 0 else "train"
+        d = root / split / "ab"[label]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(d / f"patient{i // 2}_img{i}.png")
+    return root
