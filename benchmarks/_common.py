@@ -1,0 +1,65 @@
+"""Shared helpers for benchmark scripts: provenance and the results index.
+
+Every results file records the git commit, the exact command, the data file's sha256 and the
+machine, and adds its rows to ``benchmarks/results/summary.json`` (one list of rows keyed by
+benchmark, dataset, image_size, model, variant), replacing rows with the same key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from hybridmednet.utils.io import atomic_write_json, sha256_file
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SUMMARY = RESULTS / "summary.json"
+ROW_KEY = ("benchmark", "dataset", "image_size", "model", "variant")
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "platform": platform.platform()}
+
+
+def git_state() -> dict:
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=RESULTS.parent.parent).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def provenance(data_files: list[str | Path]) -> dict:
+    return {"git": git_state(), "command": " ".join(shlex.quote(a) for a in [sys.executable.split("/")[-1], *sys.argv]),
+            "data_sha256": {str(Path(p).name): sha256_file(p) for p in data_files}, "machine": machine()}
+
+
+def write_results(name: str, payload: dict, rows: list[dict]) -> Path:
+    """Write ``results/<name>.json`` and upsert ``rows`` into the summary index."""
+    path = RESULTS / f"{name}.json"
+    atomic_write_json(path, payload)
+    index = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else []
+    for row in rows:
+        row = {"benchmark": row["benchmark"], "dataset": row["dataset"], "image_size": row["image_size"],
+               "model": row["model"], "variant": row.get("variant", "default"), "seeds": row.get("seeds", [0]),
+               "metrics": row.get("metrics", {}), "ci": row.get("ci", {}), "wall_s": row.get("wall_s"),
+               "results_file": str(path.relative_to(RESULTS.parent.parent))}
+        index = [r for r in index if tuple(r[k] for k in ROW_KEY) != tuple(row[k] for k in ROW_KEY)]
+        index.append(row)
+    atomic_write_json(SUMMARY, sorted(index, key=lambda r: tuple(str(r[k]) for k in ROW_KEY)))
+    return path

@@ -1,0 +1,54 @@
+"""Regenerate the README's results section from ``results/summary.json``.
+
+    python benchmarks/readme_tables.py        # rewrites the block between the markers
+
+Nothing in that block is typed by hand: each row links the results file it came from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+COLUMNS = [("test_acc", "test ACC"), ("test_auc", "test AUC"), ("test_balanced_acc", "bal. ACC"),
+           ("test_macro_f1", "macro-F1"), ("val_auc", "val AUC"), ("params_m", "params (M)"), ("train_img_s", "train img/s")]
+
+
+def fmt(value, ci=None) -> str:
+    if value is None:
+        return "–"
+    text = f"{value:.4f}" if isinstance(value, float) and abs(value) < 10 else f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
+    if ci:
+        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return text
+
+
+def render(rows: list[dict]) -> str:
+    lines = []
+    for bench in sorted({r["benchmark"] for r in rows}):
+        group = [r for r in rows if r["benchmark"] == bench]
+        cols = [(k, h) for k, h in COLUMNS if any(k in r["metrics"] for r in group)]
+        lines += [f"**{bench}** (95% bootstrap CI in brackets; seeds listed)", "",
+                  "| dataset | px | model | variant | seeds | " + " | ".join(h for _, h in cols) + " | wall (s) | results file |",
+                  "|---" * (len(cols) + 7) + "|"]
+        for r in group:
+            cells = [fmt(r["metrics"].get(k), r["ci"].get(k)) for k, _ in cols]
+            lines.append(f"| {r['dataset']} | {r['image_size']} | {r['model']} | {r['variant']} | {','.join(map(str, r['seeds']))} | "
+                         + " | ".join(cells) + f" | {fmt(r['wall_s'])} | [{Path(r['results_file']).name}]({r['results_file']}) |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    rows = json.loads((ROOT / "benchmarks" / "results" / "summary.json").read_text())
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{render(rows)}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    main()

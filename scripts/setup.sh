@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create .venv and install HybridMedNet into it.
+#   bash scripts/setup.sh        runtime (train / evaluate / predict / DICOM / NIfTI / ONNX)
+#   bash scripts/setup.sh dev    the same plus the test tools
+# torch is installed first: on a machine without an NVIDIA GPU, `torch==2.13.0` resolves to the
+# CPU wheel and constraints-cpu.txt pins torch/torchvision so pip never pulls CUDA packages.
+# PyPI's torchvision is a CUDA build; hybridmednet makes it importable next to a CPU torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra=${1:-}
+python3 -m venv .venv
+py=.venv/bin/python
+pip_install() { "$py" -m pip install --quiet --disable-pip-version-check "$@"; }
+if ! "$py" -c "import torch" 2>/dev/null; then
+  pip_install "torch==2.13.0"
+fi
+constraints=()
+if "$py" -c "import sys, torch; sys.exit(0 if torch.version.cuda is None else 1)"; then
+  constraints=(-c constraints-cpu.txt)
+fi
+if [ "$extra" = "dev" ]; then
+  pip_install -e ".[dev]" "${constraints[@]}"
+else
+  pip_install -e ".[medical,deploy]" "${constraints[@]}"
+fi
+"$py" -c "import hybridmednet, timm, torch; print('hybridmednet', hybridmednet.__version__, '| torch', torch.__version__, '| timm', timm.__version__)"
