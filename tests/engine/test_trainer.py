@@ -134,4 +134,6 @@ def test_predict_images_folder_and_csv(tiny_npz, tmp_path):
     with pytest.raises(DataError, match="bad.png"):
         predict_files(cfg.run_dir, [str(folder)], out)
     assert predict_files(cfg.run_dir, [str(folder)], out, skip_bad=True) == {"n_predicted": 6, "n_skipped": 1, "out": str(out)}
+    with pytest.raises(DataError, match="no calibration.json"):
+        predict_files(cfg.run_dir, [str(folder / "0.png")], out, abstain=True)
     assert "cannot read image" in open(out).read()

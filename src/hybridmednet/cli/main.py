@@ -59,8 +59,27 @@ def cmd_predict(args) -> int:
     from hybridmednet.engine.predict import predict_files
 
     out = args.out or str(Path(args.run) / "predictions.csv")
-    result = predict_files(args.run, args.inputs, out, skip_bad=args.skip_bad, path_column=args.path_column, device=args.device)
+    result = predict_files(args.run, args.inputs, out, skip_bad=args.skip_bad, path_column=args.path_column,
+                           device=args.device, abstain=args.abstain)
     print(json.dumps(result))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from hybridmednet.report import build_report
+
+    path = build_report(args.run, args.out, n_bootstrap=args.n_bootstrap, with_cam=not args.no_cam, device=args.device)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from hybridmednet.explain import explain_files
+
+    out = args.out or str(Path(args.run) / "explain")
+    target = int(args.target) if args.target and args.target.isdigit() else args.target
+    results = explain_files(args.run, args.inputs, out, method=args.method, target=target, device=args.device)
+    print(json.dumps(results, indent=1))
     return 0
 
 
@@ -98,12 +117,16 @@ def cmd_demo(args) -> int:
     cfg = load_config(PRESET_DIR / "demo_dermamnist.yaml", overrides)
     summary = train(cfg, overwrite=True, quiet=args.quiet)
     result = evaluate_run(cfg.run_dir, "test")
+    train_eval_s = time.perf_counter() - started
+    from hybridmednet.report import build_report
+
+    report = build_report(cfg.run_dir)
     wall = time.perf_counter() - started
     m, ci = result["metrics"], result["ci95"]
     print(f"\nDermaMNIST (re-rendered), 28 px, {cfg.model.name}: test ACC {m['acc']:.4f} "
           f"[{ci['acc'][0]:.4f}, {ci['acc'][1]:.4f}], AUC {m['auc']:.4f} [{ci['auc'][0]:.4f}, {ci['auc'][1]:.4f}]; "
-          f"{summary['train_img_s_median']:.0f} train img/s; {wall:.0f} s in all")
-    print(f"run directory: {cfg.run_dir} (config.yaml, metrics.csv, metrics.json, checkpoints/)")
+          f"{summary['train_img_s_median']:.0f} train img/s; train + evaluate {train_eval_s:.0f} s, with report {wall:.0f} s")
+    print(f"run directory: {cfg.run_dir} (config.yaml, metrics.csv, metrics.json, checkpoints/); report: {report}")
     return 0
 
 
@@ -137,8 +160,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output CSV (default RUN/predictions.csv)")
     p.add_argument("--path-column", default="path")
     p.add_argument("--skip-bad", action="store_true")
+    p.add_argument("--abstain", action="store_true", help="flag cases above the val-chosen uncertainty threshold (needs `report`)")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("report", help="one self-contained HTML report: metrics, calibration, subgroups, Grad-CAM, model card")
+    p.add_argument("run")
+    p.add_argument("--out", default=None, help="output HTML (default RUN/report.html)")
+    p.add_argument("--n-bootstrap", type=int, default=None)
+    p.add_argument("--no-cam", action="store_true", help="skip the Grad-CAM gallery")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("explain", help="CAM heat-map overlays (Grad-CAM etc.) for images, a folder, or a CSV")
+    p.add_argument("run")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--out", default=None, help="output folder (default RUN/explain)")
+    p.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++", "scorecam", "eigencam", "attention"])
+    p.add_argument("--target", default=None, help="class name or index to explain (default: the predicted class)")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("audit", help="leakage audit of a config's splits")
     with_config(p)
@@ -148,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timm", default=None, metavar="PATTERN")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("demo", help="train + evaluate DermaMNIST at 28 px on the shared data")
+    p = sub.add_parser("demo", help="train + evaluate + report DermaMNIST at 28 px on the shared data")
     p.add_argument("--output-dir", default="runs")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.add_argument("--quiet", action="store_true")

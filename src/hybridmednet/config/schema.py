@@ -151,9 +151,27 @@ class TrainConfig(StrictModel):
     log_every: int = Field(20, ge=1)
 
 
+class SubgroupConfig(StrictModel):
+    """Per-sample attributes (sex, age, body site ...) for subgroup analysis, read from a CSV and
+    matched to the run's sample ids. ``id_template`` builds a sample id from a row (MedMNIST ids
+    are ``"{split}/{index}"``; CSV sources use their ``id_column``). An optional second CSV is
+    joined on ``join_on`` (e.g. HAM10000_metadata.csv on image_id)."""
+
+    path: str
+    id_template: str
+    join_path: str | None = None
+    join_on: str | None = None
+    columns: dict[str, str] = Field(description="attribute name -> CSV column")
+    age_columns: list[str] = Field([], description="attributes whose numeric values become age bands")
+
+    _paths = field_validator("path", "join_path")(resolve_path)
+
+
 class EvalConfig(StrictModel):
     n_bootstrap: int = Field(1000, ge=0)
     use_ema: Literal["auto", True, False] = "auto"
+    subgroups: SubgroupConfig | None = None
+    sensitivity_target: float = Field(0.95, gt=0, lt=1)
 
 
 class ExperimentConfig(StrictModel):

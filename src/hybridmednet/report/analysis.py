@@ -1,0 +1,164 @@
+"""Everything a reviewer asks of a medical classifier, computed for one run.
+
+Every choice (temperature, abstention threshold, operating thresholds) is fitted on the
+validation split and only then applied to test. The result is a JSON-ready dict that the
+HTML report renders and ``report_data.json`` stores; ``calibration.json`` keeps what
+``predict`` needs to report uncertainty and abstain.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hybridmednet.data.pipeline import prepare_data
+from hybridmednet.engine.evaluate import evaluate_run
+from hybridmednet.engine.inference import predict_arrays
+from hybridmednet.engine.run_dir import RunDir, load_trained_model
+from hybridmednet.engine.runtime import make_runtime
+from hybridmednet.metrics.calibration import TemperatureScaler, expected_calibration_error, logits_from_probs
+from hybridmednet.metrics.operating_points import operating_points
+from hybridmednet.metrics.uncertainty import (
+    accuracy_coverage_curve,
+    choose_abstain_threshold,
+    mc_dropout_predict,
+    predictive_entropy,
+)
+from hybridmednet.utils.io import atomic_write_json
+
+ABSTAIN_VAL_COVERAGE = 0.8  # keep the 80% most certain validation cases; the rest go to a human
+
+
+def _correct(probs: np.ndarray, targets: np.ndarray, multilabel: bool) -> np.ndarray:
+    if multilabel:
+        return ((probs >= 0.5) == (targets > 0)).all(axis=1)
+    return probs.argmax(axis=1) == targets
+
+
+def calibrate(val_probs, val_targets, test_probs, test_targets, multilabel: bool) -> tuple[dict, TemperatureScaler]:
+    scaler = TemperatureScaler(multilabel=multilabel).fit(logits_from_probs(val_probs, multilabel), val_targets)
+    calibrated = scaler.transform(logits_from_probs(test_probs, multilabel))
+    before = expected_calibration_error(test_probs, test_targets, multilabel=multilabel)
+    after = expected_calibration_error(calibrated, test_targets, multilabel=multilabel)
+    return {"temperature": scaler.temperature, "fitted_on": "val", "test_before": before, "test_after": after}, scaler
+
+
+def uncertainty_analysis(model, val, test, val_cal, test_cal, *, mean, std, runtime, multilabel: bool) -> dict:
+    """Predictive entropy of calibrated probabilities, and MC-dropout where the model has dropout."""
+    val_unc = predictive_entropy(val_cal, multilabel=multilabel)
+    test_unc = predictive_entropy(test_cal, multilabel=multilabel)
+    threshold = choose_abstain_threshold(val_unc, _correct(val_cal, val.targets, multilabel), target_coverage=ABSTAIN_VAL_COVERAGE)
+    keep = test_unc <= threshold
+    correct = _correct(test_cal, test.targets, multilabel)
+    curves = {"predictive entropy": accuracy_coverage_curve(test_cal, test.targets, test_unc)}
+    has_dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+    if has_dropout:
+        mc_probs, mc_unc = mc_dropout_predict(model, test.images, mean=mean, std=std, runtime=runtime,
+                                              multilabel=multilabel, n_samples=10, uncertainty="mi")
+        curves["MC-dropout mutual information (10 passes)"] = accuracy_coverage_curve(mc_probs, test.targets, mc_unc)
+    return {
+        "measure": "normalised predictive entropy of temperature-scaled probabilities",
+        "abstain_threshold": threshold, "chosen_on": f"val, keeping {ABSTAIN_VAL_COVERAGE:.0%} of cases",
+        "test_coverage": float(keep.mean()), "test_acc_kept": float(correct[keep].mean()) if keep.any() else None,
+        "test_acc_all": float(correct.mean()), "curves": curves, "test_uncertainty": test_unc,
+    }
+
+
+def subgroup_analysis(cfg, test, probs, class_names, multilabel: bool, n_bootstrap: int) -> dict | None:
+    if cfg.eval.subgroups is None:
+        return None
+    from hybridmednet.data.metadata import load_subgroup_values
+    from hybridmednet.metrics.subgroups import age_band, subgroup_metrics
+
+    values = load_subgroup_values(cfg.eval.subgroups, test.ids)
+    for name in cfg.eval.subgroups.age_columns:
+        values[name] = [age_band(v) if v is not None else None for v in values[name]]
+    return subgroup_metrics(probs, test.targets, values, class_names, multilabel=multilabel,
+                            n_bootstrap=n_bootstrap, seed=cfg.seed)
+
+
+def gallery_indices(probs: np.ndarray, targets: np.ndarray, uncertainty: np.ndarray, multilabel: bool, k: int) -> dict:
+    """Most confident correct, most confident wrong, and most uncertain test cases."""
+    correct = _correct(probs, targets, multilabel)
+    confidence = probs.max(axis=1)
+    right = np.flatnonzero(correct)[np.argsort(-confidence[correct])][:k]
+    wrong = np.flatnonzero(~correct)[np.argsort(-confidence[~correct])][:k]
+    unsure = np.argsort(-uncertainty)[:k]
+    return {"correct (most confident)": right.tolist(), "wrong (most confident)": wrong.tolist(), "most uncertain": unsure.tolist()}
+
+
+def analyse_run(run_path: str | Path, *, n_bootstrap: int | None = None, subgroup_bootstrap: int = 200,
+                gallery_size: int = 4, device: str | None = None, with_cam: bool = True) -> dict:
+    """``subgroup_bootstrap``: fewer resamples for the many small subgroups (AUC per resample is
+    the slow part); headline metrics keep ``eval.n_bootstrap``."""
+    run = RunDir(Path(run_path))
+    model, meta, cfg = load_trained_model(run)
+    runtime = make_runtime(cfg.train, device=device)
+    model = model.to(runtime.device)
+    n_boot = cfg.eval.n_bootstrap if n_bootstrap is None else n_bootstrap
+    metrics = json.loads(run.metrics_json.read_text()) if run.metrics_json.exists() else {}
+    if "test" not in metrics:
+        metrics["test"] = evaluate_run(run.path, "test", n_bootstrap=n_boot, device=device)
+    data = prepare_data(cfg.data, splits_wanted=("val", "test"))
+    val, test = data.splits["val"], data.splits["test"]
+    prep, multilabel, names = meta["preprocessing"], data.multilabel, data.class_names
+    mean, std = prep["mean"], prep["std"]
+
+    def probs_of(part):
+        return predict_arrays(model, part.images, mean=mean, std=std, runtime=runtime, multilabel=multilabel,
+                              batch_size=cfg.data.eval_batch_size)[0]
+
+    val_probs, test_probs = probs_of(val), probs_of(test)
+    calibration, scaler = calibrate(val_probs, val.targets, test_probs, test.targets, multilabel)
+    val_cal = scaler.transform(logits_from_probs(val_probs, multilabel))
+    test_cal = scaler.transform(logits_from_probs(test_probs, multilabel))
+    uncertainty = uncertainty_analysis(model, val, test, val_cal, test_cal, mean=mean, std=std,
+                                       runtime=runtime, multilabel=multilabel)
+    atomic_write_json(run.path / "calibration.json", {
+        "temperature": calibration["temperature"], "abstain_threshold": uncertainty["abstain_threshold"],
+        "uncertainty": uncertainty["measure"], "chosen_on": "val", "checkpoint_sha256": meta["weights_sha256"]})
+    points = operating_points(val_probs, val.targets, test_probs, test.targets, names, multilabel=multilabel,
+                              sensitivity_target=cfg.eval.sensitivity_target, n_bootstrap=n_boot, seed=cfg.seed)
+    result = {
+        "run": str(run.path), "model": cfg.model.name, "class_names": names, "multilabel": multilabel,
+        "config": cfg.model_dump(mode="json"), "checkpoint": {k: meta[k] for k in ("epoch", "variant", "weights_sha256", "git_commit")},
+        "val_metrics": meta.get("val_metrics", {}), "test": metrics["test"], "calibration": calibration,
+        "uncertainty": {k: v for k, v in uncertainty.items() if k != "test_uncertainty"},
+        "operating_points": points,
+        "subgroups": subgroup_analysis(cfg, test, test_probs, names, multilabel, min(n_boot, subgroup_bootstrap)),
+        "data_summary": json.loads((run.path / "data_summary.json").read_text()),
+        "train_summary": json.loads((run.path / "train_summary.json").read_text()),
+    }
+    picks = gallery_indices(test_probs, test.targets, uncertainty["test_uncertainty"], multilabel, gallery_size)
+    result["gallery"] = {title: [{"index": int(i), "id": test.ids[i], "true": _label(test.targets[i], names, multilabel),
+                                  "predicted": _label(test_probs[i], names, multilabel, probs=True),
+                                  "confidence": float(test_probs[i].max())} for i in idx] for title, idx in picks.items()}
+    if with_cam:
+        result["gallery_cams"] = _cams(model, test.images, picks, mean, std, test_probs)
+    result["_probs"] = {"test": test_probs, "test_targets": test.targets}
+    return result
+
+
+def _label(row, names, multilabel, probs: bool = False) -> str:
+    if multilabel:
+        return "|".join(n for n, v in zip(names, row) if v >= 0.5) or "(none)"
+    return names[int(np.argmax(row))] if probs else names[int(row)]
+
+
+def _cams(model, images, picks, mean, std, probs) -> dict:
+    from hybridmednet.explain.cam import compute_cam, overlay
+
+    out = {}
+    model = model.float().to(torch.device("cpu"), memory_format=torch.contiguous_format)
+    for title, idx in picks.items():
+        if not len(idx):
+            out[title] = []
+            continue
+        chosen = images[idx]
+        cams = compute_cam(model, chosen, mean=mean, std=std, method="gradcam",
+                           target_classes=[int(np.argmax(probs[i])) for i in idx])
+        out[title] = [(chosen[j], overlay(chosen[j], cams[j])) for j in range(len(idx))]
+    return out
