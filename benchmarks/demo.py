@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--set", action="append", default=[])
     args = parser.parse_args()
+    origin = provenance([])  # git state as the run starts, before anything can change
     with tempfile.TemporaryDirectory() as out:
         command = ["hybridmednet", "demo", "--output-dir", out, "--quiet"] + [x for s in args.set for x in ("--set", s)]
         started = time.perf_counter()
@@ -50,7 +51,7 @@ def main() -> None:
     payload = {"benchmark": "demo", "dataset": "dermamnist (re-rendered)", "image_size": 28, "model": cfg.model.name,
                "seed": cfg.seed, "config": cfg.model_dump(mode="json"), "wall_s": round(wall, 1), "metrics": headline,
                "ci95": ci, "test_metrics": m, "calibration": report["calibration"], "epochs": epochs,
-               **provenance([data_file])}
+               **{**origin, "data_sha256": provenance([data_file])["data_sha256"]}}
     path = write_results("demo_dermamnist", payload, [{
         "benchmark": "demo", "dataset": "dermamnist (re-rendered)", "image_size": 28, "model": cfg.model.name,
         "variant": "default recipe", "seeds": [cfg.seed], "metrics": headline, "ci": ci, "wall_s": round(wall, 1)}])

@@ -101,6 +101,13 @@ def cmd_models(args) -> int:
         from hybridmednet.models.timm_models import _timm
 
         print("\n".join(_timm().list_models(args.timm)))
+    elif args.details:
+        from hybridmednet.models.profile import model_details
+
+        print(f"{'model':<28}{'params (M)':>12}{'GFLOPs':>10}  at {args.size} px, {args.in_chans} channel(s)")
+        for name in list_models():
+            d = model_details(name, args.size, args.in_chans)
+            print(f"{name:<28}{d['params_m']:>12.2f}{d['gflops']:>10.3f}")
     else:
         print("\n".join(list_models()))
     return 0
@@ -187,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list registered models (or timm models with --timm PATTERN)")
     p.add_argument("--timm", default=None, metavar="PATTERN")
+    p.add_argument("--details", action="store_true", help="parameters and FLOPs (torch.utils.flop_counter)")
+    p.add_argument("--size", type=int, default=224, help="input size for --details")
+    p.add_argument("--in-chans", type=int, default=3)
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("demo", help="train + evaluate + report DermaMNIST at 28 px on the shared data")

@@ -116,6 +116,8 @@ class DataConfig(StrictModel):
     mean: list[float] | None = None
     std: list[float] | None = None
     max_samples_per_split: int | None = Field(None, ge=1, description="cap for quick runs")
+    taxonomy: dict[str, list[str]] | None = Field(
+        None, description="coarse class -> fine classes (e.g. malignant: [mel, bcc, akiec]); enables the coarse head")
     cache: bool = Field(True, description="cache decoded, resized images under the run's data cache")
 
 
@@ -139,7 +141,10 @@ class TrainConfig(StrictModel):
     min_lr_ratio: float = Field(0.01, ge=0, le=1)
     accumulation_steps: int = Field(1, ge=1)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
-    loss: Literal["auto", "ce", "bce"] = "auto"
+    loss: str = Field("auto", description="auto (ce, or bce for multi-label), ce, bce, focal, class_balanced")
+    loss_kwargs: dict[str, Any] = {}
+    coarse_loss_weight: float = Field(0.5, ge=0)
+    consistency_weight: float = Field(0.1, ge=0)
     ema: bool = True
     ema_decay: float = Field(0.998, gt=0, lt=1)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"

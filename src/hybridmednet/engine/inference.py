@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from hybridmednet.data.preprocess import normalize_batch
+from hybridmednet.models.output import as_output
 
 
 def logits_to_probs(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
@@ -24,7 +25,7 @@ def predict_arrays(model: nn.Module, images: np.ndarray, *, mean, std, runtime, 
         chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size].transpose(0, 3, 1, 2)))
         x = normalize_batch(chunk.to(runtime.device), mean, std, channels_last=runtime.channels_last)
         with runtime.autocast():
-            logits = model(x)
+            logits = as_output(model(x)).logits
         logits = logits.float()
         if loss_fn is not None and targets is not None:
             y = torch.as_tensor(targets[start:start + batch_size], device=logits.device)

@@ -49,14 +49,23 @@ def git_commit() -> str | None:
         return None
 
 
-def build_model_from_config(cfg: ExperimentConfig, num_classes: int, *, pretrained: bool | None = None) -> nn.Module:
+def build_model_from_config(cfg: ExperimentConfig, num_classes: int, *, pretrained: bool | None = None,
+                            num_coarse: int | None = None) -> nn.Module:
+    """``num_coarse`` (from a taxonomy) turns on a model's coarse head; models without one refuse it."""
+    from hybridmednet.errors import ConfigError
     from hybridmednet.models import create_model
 
     m = cfg.model
     use_pretrained = m.pretrained if pretrained is None else pretrained
-    return create_model(m.name, num_classes, cfg.data.channels, pretrained=use_pretrained,
-                        pretrained_file=m.pretrained_file if use_pretrained else None, drop_rate=m.drop_rate,
-                        small_stem=m.small_stem, image_size=cfg.data.image_size, **m.kwargs)
+    extra = {"num_coarse": num_coarse} if num_coarse else {}
+    try:
+        return create_model(m.name, num_classes, cfg.data.channels, pretrained=use_pretrained,
+                            pretrained_file=m.pretrained_file if use_pretrained else None, drop_rate=m.drop_rate,
+                            small_stem=m.small_stem, image_size=cfg.data.image_size, **m.kwargs, **extra)
+    except TypeError as exc:
+        if num_coarse and "num_coarse" in str(exc):
+            raise ConfigError(f"data.taxonomy needs a model with a coarse head (hybridmednet_*); {m.name!r} has none") from None
+        raise
 
 
 def load_trained_model(run: RunDir | Path | str, tag: str = "best") -> tuple[nn.Module, dict, ExperimentConfig]:
@@ -66,7 +75,8 @@ def load_trained_model(run: RunDir | Path | str, tag: str = "best") -> tuple[nn.
     run = run if isinstance(run, RunDir) else RunDir(Path(run))
     cfg = run.config()
     tensors, meta = load_checkpoint(run.checkpoints, tag)
-    model = build_model_from_config(cfg, len(meta["class_names"]), pretrained=False)
+    num_coarse = len(meta["coarse_names"]) if meta.get("coarse_names") else None
+    model = build_model_from_config(cfg, len(meta["class_names"]), pretrained=False, num_coarse=num_coarse)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{run.checkpoints / meta['weights']}: does not fit model {cfg.model.name!r} "

@@ -36,7 +36,10 @@ from hybridmednet.engine.optim import build_optimizer, build_scheduler
 from hybridmednet.engine.run_dir import RunDir, build_model_from_config, git_commit
 from hybridmednet.engine.runtime import Runtime, broadcast_flag, make_runtime, seed_everything
 from hybridmednet.errors import CheckpointError
+from hybridmednet.data.taxonomy import fine_to_coarse
 from hybridmednet.losses import build_loss
+from hybridmednet.losses.task import TaskLoss
+from hybridmednet.models.output import as_output
 from hybridmednet.metrics.classification import multi_label_metrics, single_label_metrics
 from hybridmednet.utils.io import atomic_write_json, atomic_write_text
 
@@ -141,8 +144,11 @@ class Trainer:
         self.data = data
         loader = self._loader(data)
 
+        self.fine_to_coarse, self.coarse_names = None, None
+        if cfg.data.taxonomy:
+            self.fine_to_coarse, self.coarse_names = fine_to_coarse(cfg.data.taxonomy, data.class_names)
         seed_everything(cfg.seed)
-        raw = build_model_from_config(cfg, len(data.class_names)).to(rt.device)
+        raw = build_model_from_config(cfg, len(data.class_names), num_coarse=len(self.coarse_names or []) or None).to(rt.device)
         if rt.channels_last:
             raw = raw.to(memory_format=torch.channels_last)
         self.mean, self.std = self._mean_std(raw)
@@ -150,7 +156,9 @@ class Trainer:
         if rt.distributed:
             model = nn.parallel.DistributedDataParallel(raw, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
         t = cfg.train
-        self.loss_fn = build_loss(t.loss, multilabel=data.multilabel, label_smoothing=t.label_smoothing).to(rt.device)
+        self.loss_fn = build_loss(t.loss, multilabel=data.multilabel, label_smoothing=t.label_smoothing,
+                                  class_counts=data.class_counts()["train"], **t.loss_kwargs).to(rt.device)
+        self.task_loss = TaskLoss(self.loss_fn, self.fine_to_coarse, t.coarse_loss_weight, t.consistency_weight).to(rt.device)
         optimizer = build_optimizer(raw, t.lr, t.weight_decay, rt.device)
         steps_per_epoch = -(-len(loader) // t.accumulation_steps)
         scheduler = build_scheduler(optimizer, t.epochs * steps_per_epoch, int(t.warmup_epochs * steps_per_epoch), t.min_lr_ratio)
@@ -214,8 +222,9 @@ class Trainer:
             context = model.no_sync() if rt.distributed and not sync else nullcontext()
             with context:
                 with rt.autocast():
-                    logits = model(x)
-                loss = self.loss_fn(logits.float(), y)
+                    out = as_output(model(x))
+                aux = raw.aux_losses(out, y) if hasattr(raw, "aux_losses") else None
+                loss, _ = self.task_loss(out, y, aux)
                 scaled = loss / accum
                 (scaler.scale(scaled) if scaler else scaled).backward()
             if sync:
@@ -311,6 +320,7 @@ class Trainer:
     def _meta(self) -> dict:
         d = self.cfg.data
         return {"config": self.cfg.model_dump(mode="json"), "class_names": self.data.class_names,
+                "coarse_names": self.coarse_names, "fine_to_coarse": self.fine_to_coarse,
                 "multilabel": self.data.multilabel, "git_commit": git_commit(), "torch": torch.__version__,
                 "preprocessing": {"image_size": d.image_size, "channels": d.channels, "resize": d.resize,
                                   "mean": self.mean, "std": self.std, "input": "uint8 RGB/grey, /255, (x-mean)/std"}}
