@@ -137,3 +137,36 @@ def test_predict_images_folder_and_csv(tiny_npz, tmp_path):
     with pytest.raises(DataError, match="no calibration.json"):
         predict_files(cfg.run_dir, [str(folder / "0.png")], out, abstain=True)
     assert "cannot read image" in open(out).read()
+
+
+def test_hierarchical_training_with_a_taxonomy(tiny_npz, tmp_path):
+    taxonomy = "data.taxonomy={even: ['0', '2'], odd: ['1']}"
+    cfg = cfg_for(tiny_npz, tmp_path, ["model.name=hybridmednet_small28", "model.kwargs={widths: [8, 16, 16, 32], head_width: 32, stem_width: 8}",
+                                        taxonomy], epochs=2)
+    train(cfg, quiet=True)
+    tensors, meta = weights(cfg.run_dir, "best")
+    assert meta["coarse_names"] == ["even", "odd"] and meta["fine_to_coarse"] == [0, 1, 0]
+    assert any(k.startswith("head.coarse.") for k in tensors)
+    result = evaluate_run(cfg.run_dir, "test", n_bootstrap=10)
+    assert 0 <= result["metrics"]["acc"] <= 1
+
+
+@pytest.mark.parametrize("taxonomy, message", [
+    ("{a: ['0', '1']}", r"classes \['2'\] belong to no coarse group"),
+    ("{a: ['0', '1', '2'], b: ['2']}", "'2' is in both 'a' and 'b'"),
+    ("{a: ['0', '1', '2', 'x']}", "'x' is not a class"),
+])
+def test_taxonomy_errors(tiny_npz, tmp_path, taxonomy, message):
+    from hybridmednet.errors import ConfigError
+
+    cfg = cfg_for(tiny_npz, tmp_path, ["model.name=hybridmednet_small28", f"data.taxonomy={taxonomy}"], epochs=1)
+    with pytest.raises(ConfigError, match=message):
+        train(cfg, quiet=True)
+
+
+def test_taxonomy_needs_a_model_with_a_coarse_head(tiny_npz, tmp_path):
+    from hybridmednet.errors import ConfigError
+
+    cfg = cfg_for(tiny_npz, tmp_path, ["data.taxonomy={a: ['0'], b: ['1', '2']}"], epochs=1)
+    with pytest.raises(ConfigError, match="needs a model with a coarse head"):
+        train(cfg, quiet=True)

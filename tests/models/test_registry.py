@@ -1,21 +1,68 @@
-"""Every registered model builds, runs forward and backward with 1 and 3 channels."""
+"""Every registered model: builds, runs forward and backward at its smallest valid size with 1 and
+3 input channels, and exports to ONNX (or the test says why not)."""
 
+import io
+
+import numpy as np
 import pytest
 import torch
 
 from hybridmednet.errors import ConfigError
 from hybridmednet.models import create_model, list_models
+from hybridmednet.models.output import LogitsOnly, as_output
+
+EXPORT_PARAM_LIMIT_M = 60  # larger variants share their family's code path; exporting them only costs CI time
+
+
+def smallest_size(name: str) -> int:
+    if name.endswith("_fpn") or name in ("hybridmednet_lite", "hybridmednet_base"):
+        return 32  # five stride-2 stages
+    return 16
+
+
+def build(name: str, in_chans: int, **kwargs):
+    size = smallest_size(name)
+    torch.manual_seed(0)
+    return create_model(name, num_classes=5, in_chans=in_chans, image_size=size, **kwargs), size
 
 
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("in_chans", [1, 3])
-def test_registered_model_forward_backward(name, in_chans):
-    model = create_model(name, num_classes=5, in_chans=in_chans)
-    x = torch.randn(2, in_chans, 28, 28, requires_grad=False)
-    logits = model(x)
-    assert logits.shape == (2, 5)
-    logits.sum().backward()
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+def test_forward_backward(name, in_chans):
+    model, size = build(name, in_chans)
+    out = as_output(model(torch.randn(2, in_chans, size, size)))
+    assert out.logits.shape == (2, 5) and torch.isfinite(out.logits).all()
+    out.logits.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    # every parameter is reached; some are exactly 0 at init (zero-initialised residual branches)
+    assert all(g is not None for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_onnx_export_parity(name, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model, size = build(name, 3)
+    n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    if n_params > EXPORT_PARAM_LIMIT_M:
+        pytest.skip(f"{n_params:.0f}M parameters: same export path as the family's smaller variant, skipped for CI time")
+    model.eval()
+    wrapper = LogitsOnly(model).eval()  # export restores the wrapper's mode onto the model afterwards
+    x = torch.randn(2, 3, size, size)
+    buffer = io.BytesIO()
+    torch.onnx.export(wrapper, (x,), buffer, dynamo=False, opset_version=17, input_names=["image"], output_names=["logits"])
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        expected = wrapper(x).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_hierarchical_models_return_coarse_logits():
+    for name in ("hybridmednet_small28", "resnet18_fpn"):
+        model = create_model(name, num_classes=7, num_coarse=2, image_size=32)
+        out = model(torch.randn(2, 3, 32, 32))
+        assert out.coarse_logits.shape == (2, 2) and out.features.shape[0] == 2
 
 
 def test_timm_model_with_small_stem():
@@ -33,8 +80,13 @@ def test_small_stem_on_a_model_without_one_is_an_error():
 
 
 def test_unknown_model_lists_choices():
-    with pytest.raises(ConfigError, match="unknown model 'resnet_nope'; registered: small_cnn"):
+    with pytest.raises(ConfigError, match="unknown model 'resnet_nope'; registered: "):
         create_model("resnet_nope", num_classes=2)
+
+
+def test_backbone_at_an_impossible_size_is_a_clear_error():
+    with pytest.raises(ConfigError, match="'convnext_tiny' cannot run at 8 px"):
+        create_model("convnext_tiny_fpn", num_classes=2, image_size=8)
 
 
 def test_timm_pretrained_from_local_file(tmp_path):

@@ -115,7 +115,8 @@ class MultiHeadSelfAttention2d(nn.Module):
     that the attention itself is permutation-equivariant: permuting pixels permutes the output.
 
     Memory is O(B * heads * (HW)^2); keep it to low-resolution stages (or use
-    :class:`CrossScaleAttention`). With ``store_attention=True``, ``last_attention`` is
+    :class:`CrossScaleAttention`). ``dropout`` (training only) applies to the attention weights
+    and to the output projection. With ``store_attention=True``, ``last_attention`` is
     ``(B, H, W)``: the attention each key position received, averaged over heads and queries
     (it sums to 1 over positions).
     """
@@ -155,7 +156,7 @@ class CrossScaleAttention(nn.Module):
     is O(HW * kv_size^2), linear in the query resolution, instead of O((HW)^2). A context with
     ``context_channels != channels`` is first projected by a 1x1 conv. Pre-norm on both sides
     and a residual on the query: ``x_query + proj(attention(...))``. No positional encoding (see
-    :class:`MultiHeadSelfAttention2d`).
+    :class:`MultiHeadSelfAttention2d`); ``dropout`` as there.
 
     With ``store_attention=True``, ``last_attention`` is ``(B, H*W, kh*kw)``, the head-averaged
     attention of every query position over the pooled context grid (``kh, kw <= kv_size``).

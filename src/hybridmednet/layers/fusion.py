@@ -62,5 +62,9 @@ class AdaptiveFusion(nn.Module):
         logits = self.mlp(descriptors).reshape(-1, self.num_inputs, self.channels)
         weights = logits.float().softmax(dim=1)  # fp32 so the weights sum to 1 under autocast too
         self.last_weights = weights.detach()
-        stacked = torch.stack(maps, dim=1)  # (B, n, C, H, W)
-        return (stacked * weights[..., None, None]).sum(dim=1)
+        # A running sum of per-input products: no (B, n, C, H, W) stack, and each product keeps
+        # the input's dtype and memory format (the stacked form was ~10x slower on CPU in bf16).
+        out = maps[0] * weights[:, 0, :, None, None].to(maps[0].dtype)
+        for i in range(1, self.num_inputs):
+            out = out + maps[i] * weights[:, i, :, None, None].to(maps[i].dtype)
+        return out

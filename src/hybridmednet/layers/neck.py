@@ -19,6 +19,19 @@ from hybridmednet.layers.fusion import _as_tuple
 __all__ = ["FPNNeck"]
 
 
+def _pool_to(x: torch.Tensor, size: Sequence[int], target: Sequence[int]) -> torch.Tensor:
+    """Average-pool ``x`` (spatial ``size``) to ``target``. A whole-multiple ratio uses a plain
+    ``avg_pool2d`` (identical to adaptive pooling there, and exportable from a map whose size
+    ONNX tracing has lost); other ratios fall back to adaptive pooling."""
+    # int(): under ONNX tracing the sizes are traced values; the kernel must be a constant.
+    (h, w), (th, tw) = (int(v) for v in size), (int(v) for v in target)
+    if h == th and w == tw:
+        return x
+    if h % th == 0 and w % tw == 0:
+        return F.avg_pool2d(x, (h // th, w // tw))
+    return F.adaptive_avg_pool2d(x, (th, tw))
+
+
 class FPNNeck(nn.Module):
     """FPN top-down fusion, then a softmax-weighted sum of all levels at the coarsest size.
 
@@ -60,8 +73,8 @@ class FPNNeck(nn.Module):
         for lateral in reversed(laterals[:-1]):
             merged.insert(0, lateral + F.interpolate(merged[0], size=lateral.shape[-2:], mode="nearest"))
         smoothed = [conv(m) for conv, m in zip(self.smooth, merged)]
-        coarse_hw = tuple(smoothed[-1].shape[-2:])
-        pooled = [m if tuple(m.shape[-2:]) == coarse_hw else F.adaptive_avg_pool2d(m, coarse_hw) for m in smoothed]
+        # Sizes are read from the inputs: after the top-down resize, ONNX tracing no longer knows them.
+        pooled = [_pool_to(m, level.shape[-2:], levels[-1].shape[-2:]) for m, level in zip(smoothed, levels)]
         weights = self.scale_logits.softmax(dim=0)
         self.last_scale_weights = weights.detach()
         return (torch.stack(pooled, dim=0) * weights.reshape(-1, 1, 1, 1, 1)).sum(dim=0)

@@ -1,11 +1,39 @@
-"""Losses by name: cross-entropy (with label smoothing) for single-label, BCE for multi-label."""
+"""Task losses by name: ``build_loss(name, multilabel=..., label_smoothing=..., **kwargs)``.
+
+Registered names (each builds a criterion called as ``loss(logits, targets)``):
+
+- ``ce``: cross-entropy with label smoothing (single-label only);
+- ``bce``: BCE-with-logits on multi-hot targets, optional ``pos_weight`` (see
+  :func:`pos_weight_from_counts`);
+- ``focal``: softmax focal loss, or the sigmoid form for multi-label data (``alpha``, ``gamma``);
+- ``class_balanced``: Cui et al. 2019 effective-number weights from ``class_counts`` (``beta``)
+  on cross-entropy / BCE, or on the focal loss with ``base="focal"``;
+- ``auto``: ``bce`` for multi-label data, ``ce`` otherwise.
+
+Builders receive ``label_smoothing``, ``multilabel`` and any extra keyword (the trainer always
+passes ``class_counts``) and ignore what they do not use. Terms with other signatures live
+beside them: :class:`HierarchicalConsistencyLoss` (fine vs coarse logits) and
+:class:`UncertaintyWeightedLoss` (combines named losses; it has parameters to optimise).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
+
+from hybridmednet.errors import ConfigError
+from hybridmednet.losses.class_balanced import class_balanced_weights, pos_weight_from_counts
+from hybridmednet.losses.focal import FocalLoss, SigmoidFocalLoss
+from hybridmednet.losses.hierarchical import HierarchicalConsistencyLoss, aggregate_fine_to_coarse
+from hybridmednet.losses.weighting import UncertaintyWeightedLoss
+
+__all__ = [
+    "FocalLoss", "HierarchicalConsistencyLoss", "SigmoidFocalLoss", "SmoothedBCE", "UncertaintyWeightedLoss",
+    "aggregate_fine_to_coarse", "build_loss", "class_balanced_weights", "list_losses", "pos_weight_from_counts",
+    "register_loss",
+]
 
 _LOSSES: dict[str, Callable[..., nn.Module]] = {}
 
@@ -16,6 +44,10 @@ def register_loss(name: str):
         return fn
 
     return wrap
+
+
+def list_losses() -> list[str]:
+    return sorted(_LOSSES)
 
 
 @register_loss("ce")
@@ -37,8 +69,36 @@ class SmoothedBCE(nn.Module):
 
 
 @register_loss("bce")
-def bce(label_smoothing: float = 0.0, pos_weight: torch.Tensor | None = None, **_) -> nn.Module:
+def bce(label_smoothing: float = 0.0, pos_weight: torch.Tensor | Sequence[float] | None = None, **_) -> nn.Module:
+    if pos_weight is not None:
+        pos_weight = torch.as_tensor(pos_weight, dtype=torch.float32)
     return SmoothedBCE(label_smoothing, pos_weight)
+
+
+@register_loss("focal")
+def focal(label_smoothing: float = 0.0, multilabel: bool = False, alpha=None, gamma: float = 2.0, **_) -> nn.Module:
+    """Softmax focal loss with per-class ``alpha``; sigmoid focal loss (RetinaNet ``alpha``) for multi-label."""
+    if multilabel:
+        return SigmoidFocalLoss(alpha=alpha, gamma=gamma, label_smoothing=label_smoothing)
+    return FocalLoss(alpha=alpha, gamma=gamma, label_smoothing=label_smoothing)
+
+
+@register_loss("class_balanced")
+def class_balanced(label_smoothing: float = 0.0, multilabel: bool = False, class_counts: Sequence[int] | None = None,
+                   beta: float = 0.9999, base: str = "ce", gamma: float = 2.0, **_) -> nn.Module:
+    """Effective-number class weights on ``base="ce"`` (BCE for multi-label) or ``base="focal"``.
+
+    ``class_counts`` are training images per class, or positives per label for multi-label data.
+    """
+    if class_counts is None:
+        raise ConfigError("train.loss=class_balanced needs class_counts (images per class in the training split)")
+    if base not in ("ce", "bce", "focal"):
+        raise ConfigError(f"class_balanced base {base!r} is unknown; choose ce or focal")
+    weights = class_balanced_weights(class_counts, beta)
+    gamma = gamma if base == "focal" else 0.0
+    if multilabel:
+        return SigmoidFocalLoss(gamma=gamma, label_smoothing=label_smoothing, weight=weights)
+    return FocalLoss(alpha=weights, gamma=gamma, label_smoothing=label_smoothing)
 
 
 def build_loss(name: str, *, multilabel: bool, label_smoothing: float = 0.0, **kwargs) -> nn.Module:
@@ -46,7 +106,7 @@ def build_loss(name: str, *, multilabel: bool, label_smoothing: float = 0.0, **k
     if name == "auto":
         name = "bce" if multilabel else "ce"
     if name == "ce" and multilabel:
-        from hybridmednet.errors import ConfigError
-
         raise ConfigError("train.loss=ce cannot train multi-label data; use bce or auto")
-    return _LOSSES[name](label_smoothing=label_smoothing, **kwargs)
+    if name not in _LOSSES:
+        raise ConfigError(f"unknown loss {name!r}; choose from auto, {', '.join(list_losses())}")
+    return _LOSSES[name](label_smoothing=label_smoothing, multilabel=multilabel, **kwargs)

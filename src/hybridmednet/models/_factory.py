@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from hybridmednet.errors import ConfigError
-from hybridmednet.models._registry import is_model, list_models, model_builder
+from hybridmednet.models._registry import image_size_arg, is_model, list_models, model_builder
 
 
 def create_model(name: str, num_classes: int, in_chans: int = 3, *, pretrained: bool = False,
@@ -19,6 +19,9 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, *, pretrained: 
     if is_model(name):
         if pretrained or pretrained_file:
             raise ConfigError(f"model.pretrained: {name!r} is a HybridMedNet model with no pretrained weights")
+        size_arg = image_size_arg(name)
+        if size_arg and image_size is not None:
+            kwargs.setdefault(size_arg, image_size)
         return model_builder(name)(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, **kwargs)
     from hybridmednet.models.timm_models import create_timm_model, is_timm_model
 

@@ -2,8 +2,9 @@
 optional attention -> head (and, with a taxonomy, the hierarchical coarse/fine head).
 
 timm's ``features_only`` returns the stage outputs; Swin returns them channels-last (NHWC), so
-the layout is detected once at build time and permuted. Transformers fix their input size at
-build time, so ``image_size`` is passed through and an impossible size is a clear error.
+the layout is detected once at build time and permuted. Transformers fix their patch grid at
+build time, so ``image_size`` is passed through (timm's Swin pads to fit its windows); a size a
+backbone cannot run at (e.g. ConvNeXt below 32 px) is a clear error naming it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from hybridmednet.layers.heads import create_head
 from hybridmednet.layers.mhf import MHFBlockV2
 from hybridmednet.layers.neck import FPNNeck
 from hybridmednet.models._registry import register_model
-from hybridmednet.models.hybridmednet import HierarchicalHead
+from hybridmednet.models.hybridmednet import HierarchicalHead, head_aux_losses, run_head
 from hybridmednet.models.output import ModelOutput
 
 ATTENTION = {
@@ -53,7 +54,7 @@ class BackboneFPN(nn.Module):
                 probe = self.backbone.eval()(torch.zeros(1, in_chans, image_size, image_size))
         except (AssertionError, RuntimeError, ValueError) as exc:
             raise ConfigError(f"model {backbone!r} cannot run at {image_size} px ({str(exc).splitlines()[0]}); "
-                              f"use a larger data.image_size (Swin needs a multiple of 32, at least 64)") from None
+                              "use a larger data.image_size") from None
         self.backbone.train()
         self.channels_last_features = [p.shape[-1] == c and p.shape[1] != c for p, c in zip(probe, channels)]
         self.neck = FPNNeck(channels, neck_channels)
@@ -69,19 +70,14 @@ class BackboneFPN(nn.Module):
         return self.attention(fmap) if self.attention is not None else fmap
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
-        fmap = self.forward_features(x)
-        if isinstance(self.head, HierarchicalHead):
-            logits, coarse, emb = self.head(fmap)
-        else:
-            emb = self.head.embed(fmap)
-            logits, coarse = self.head.classify(emb), None
-        attention = getattr(self.attention, "last_attention", None) or getattr(self.head, "last_attention", None)
+        logits, coarse, emb = run_head(self.head, self.forward_features(x))
+        attention = getattr(self.attention, "last_attention", None)
+        if attention is None:
+            attention = getattr(self.head, "last_attention", None)
         return ModelOutput(logits=logits, coarse_logits=coarse, features=emb, attention_maps=attention)
 
     def aux_losses(self, output: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        base = self.head.base if isinstance(self.head, HierarchicalHead) else self.head
-        fn = getattr(base, "aux_losses", None)
-        return fn(output.features, targets) if fn is not None and output.features is not None else {}
+        return head_aux_losses(self.head, output, targets)
 
 
 def _register(name: str, backbone: str, doc: str, **defaults) -> None:
@@ -90,7 +86,7 @@ def _register(name: str, backbone: str, doc: str, **defaults) -> None:
 
     builder.__name__ = name
     builder.__doc__ = doc
-    register_model(builder)
+    register_model(builder, image_size_arg="image_size")
 
 
 for _name, _backbone in [("resnet18", "resnet18"), ("resnet34", "resnet34"), ("resnet50", "resnet50"),

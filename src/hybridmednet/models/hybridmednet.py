@@ -2,10 +2,11 @@
 hierarchical coarse-to-fine head.
 
 - **Global branch** (7x7 conv, stride 2 at 224 px, BN, ReLU): large-scale context.
-- **Local branch** (3x3 conv, stride 1, BN, ReLU; then a depthwise stride-2 conv where the
-  global branch downsamples): fine texture at full resolution.
+- **Local branch** (3x3 conv, stride 1, BN, ReLU; then a strided 3x3 conv where the global
+  branch downsamples): fine texture at full resolution.
 - **Adaptive fusion**: input-dependent softmax weights per channel over the two branches.
-- **Body**: inverted-residual (MBConv) stages.
+- **Body**: inverted-residual (MBConv) stages at 224 px (FLOP-efficient); dense residual blocks
+  in the 28-px variant, because depthwise convolutions have no fast CPU training kernel.
 - **Cross-branch attention**: the deep features (query) attend to the local branch's texture map
   (keys/values, pooled to the deep grid); query/key 1x1 convs at channels/8, value at full
   width, residual scale initialised to 0 so the block starts as identity.
@@ -52,8 +53,8 @@ class HybridStem(nn.Module):
         self.fusion_mode = fusion
         self.global_branch = conv_bn_act(in_chans, width, 7, stride)
         local = [conv_bn_act(in_chans, width, 3, 1)]
-        if stride > 1:
-            local.append(conv_bn_act(width, width, 3, stride, groups=width))
+        if stride > 1:  # a dense strided 3x3 (depthwise convs have no fast CPU training kernel)
+            local.append(conv_bn_act(width, width, 3, stride))
         self.local_branch = nn.Sequential(*local)
         self.fusion = AdaptiveFusion(width, num_inputs=2) if fusion == "adaptive" else None
 
@@ -85,6 +86,24 @@ class MBConv(nn.Module):
         return x + out if self.residual else out
 
 
+class BasicBlock(nn.Module):
+    """Two dense 3x3 convolutions with a residual (ResNet): trains ~10x faster than MBConv on CPU,
+    where depthwise convolutions lack a fast kernel; used by the small-image variant."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int = 1):
+        super().__init__()
+        self.block = nn.Sequential(conv_bn_act(cin, cout, 3, stride), conv_bn_act(cout, cout, 3, act=False))
+        nn.init.zeros_(self.block[1][1].weight)  # start as identity
+        self.shortcut = nn.Identity() if stride == 1 and cin == cout else conv_bn_act(cin, cout, 1, stride, act=False)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.block(x) + self.shortcut(x))
+
+
+BLOCKS = {"mbconv": MBConv, "basic": BasicBlock}
+
+
 class HierarchicalHead(nn.Module):
     """Fine logits = head(features) + W · softmax(coarse logits); coarse logits from pooled features."""
 
@@ -102,9 +121,24 @@ class HierarchicalHead(nn.Module):
         return fine, coarse, emb
 
 
+def run_head(head: nn.Module, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(fine logits, coarse logits or None, pooled embedding) for a plain or hierarchical head."""
+    if isinstance(head, HierarchicalHead):
+        return head(fmap)
+    emb = head.embed(fmap)
+    return head.classify(emb), None, emb
+
+
+def head_aux_losses(head: nn.Module, output: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Training-only terms of the head (e.g. prototype cluster/separation/diversity)."""
+    base = head.base if isinstance(head, HierarchicalHead) else head
+    fn = getattr(base, "aux_losses", None)
+    return fn(output.features, targets) if fn is not None and output.features is not None else {}
+
+
 class HybridMedNet(nn.Module):
     def __init__(self, num_classes: int, in_chans: int = 3, *, stem_width: int = 32, stem_stride: int = 2,
-                 widths=(48, 96, 160, 256), depths=(1, 2, 3, 2), strides=(2, 2, 2, 2), expand: int = 4,
+                 widths=(48, 96, 160, 256), depths=(1, 2, 3, 2), strides=(2, 2, 2, 2), expand: int = 4, block: str = "mbconv",
                  head_width: int = 512, fusion: str = "adaptive", cross_attention: bool = True, mhf: bool = False,
                  head: str = "linear", head_kwargs: dict | None = None, num_coarse: int | None = None,
                  drop_rate: float = 0.1):
@@ -113,7 +147,7 @@ class HybridMedNet(nn.Module):
         layers, cin = [], stem_width
         for width, depth, stride in zip(widths, depths, strides):
             for i in range(depth):
-                layers.append(MBConv(cin, width, stride if i == 0 else 1, expand))
+                layers.append(BLOCKS[block](cin, width, stride if i == 0 else 1, expand))
                 cin = width
         self.stages = nn.Sequential(*layers)
         self.conv_head = conv_bn_act(cin, head_width, 1)
@@ -137,20 +171,13 @@ class HybridMedNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         fmap, attention = self.forward_features(x)
-        if isinstance(self.head, HierarchicalHead):
-            logits, coarse, emb = self.head(fmap)
-        else:
-            emb = self.head.embed(fmap)
-            logits, coarse = self.head.classify(emb), None
+        logits, coarse, emb = run_head(self.head, fmap)
         if attention is None:
             attention = getattr(self.head, "last_attention", None)
         return ModelOutput(logits=logits, coarse_logits=coarse, features=emb, attention_maps=attention)
 
     def aux_losses(self, output: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Training-only terms of the head (e.g. prototype cluster/separation/diversity)."""
-        base = self.head.base if isinstance(self.head, HierarchicalHead) else self.head
-        fn = getattr(base, "aux_losses", None)
-        return fn(output.features, targets) if fn is not None and output.features is not None else {}
+        return head_aux_losses(self.head, output, targets)
 
     def forward_attention_maps(self, x: torch.Tensor) -> torch.Tensor:
         """(B, h, w) cross-branch attention received by each deep position, for ``explain --method attention``."""
@@ -179,7 +206,8 @@ def hybridmednet_base(num_classes: int, in_chans: int = 3, drop_rate: float = 0.
 
 @register_model
 def hybridmednet_small28(num_classes: int, in_chans: int = 3, drop_rate: float = 0.1, **kwargs) -> HybridMedNet:
-    """For 28-64 px inputs: stride-1 stem and a stride-1 first stage keep small images' detail."""
-    return _create(num_classes, in_chans, drop_rate, dict(stem_width=32, stem_stride=1, widths=(48, 96, 160, 256),
-                                                         depths=(1, 2, 2, 1), strides=(1, 2, 2, 2), expand=3,
-                                                         head_width=384), kwargs)
+    """For 28-64 px inputs: stride-1 stem and first stage keep small images' detail; dense residual
+    blocks instead of MBConv because they train ~10x faster on CPU."""
+    return _create(num_classes, in_chans, drop_rate, dict(stem_width=32, stem_stride=1, widths=(32, 64, 128, 256),
+                                                         depths=(1, 1, 1, 1), strides=(1, 2, 2, 2), block="basic",
+                                                         head_width=256), kwargs)
