@@ -13,13 +13,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 COLUMNS = [("test_acc", "test ACC"), ("test_auc", "test AUC"), ("test_balanced_acc", "bal. ACC"),
-           ("test_macro_f1", "macro-F1"), ("val_auc", "val AUC"), ("params_m", "params (M)"), ("train_img_s", "train img/s")]
+           ("test_macro_f1", "macro-F1"), ("val_auc", "val AUC"), ("params_m", "params (M)"), ("gflops", "GFLOPs"), ("train_img_s", "train img/s")]
 
 
 def fmt(value, ci=None) -> str:
     if value is None:
         return "–"
-    text = f"{value:.4f}" if isinstance(value, float) and abs(value) < 10 else f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.4f}"
     if ci:
         text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
     return text

@@ -21,6 +21,6 @@ fi
 if [ "$extra" = "dev" ]; then
   pip_install -e ".[dev]" "${constraints[@]}"
 else
-  pip_install -e ".[medical,deploy,report]" "${constraints[@]}"
+  pip_install -e ".[medical,deploy,report,pretrained]" "${constraints[@]}"
 fi
 "$py" -c "import hybridmednet, timm, torch; print('hybridmednet', hybridmednet.__version__, '| torch', torch.__version__, '| timm', timm.__version__)"

@@ -170,3 +170,27 @@ def test_taxonomy_needs_a_model_with_a_coarse_head(tiny_npz, tmp_path):
     cfg = cfg_for(tiny_npz, tmp_path, ["data.taxonomy={a: ['0'], b: ['1', '2']}"], epochs=1)
     with pytest.raises(ConfigError, match="needs a model with a coarse head"):
         train(cfg, quiet=True)
+
+
+def test_freeze_schedule_and_backbone_lr_scale(tiny_npz, tmp_path):
+    cfg = cfg_for(tiny_npz, tmp_path, ["model.name=resnet18_fpn", "model.kwargs={neck_channels: 16}",
+                                        "train.freeze_backbone_epochs=1", "train.backbone_lr_scale=0.1"], epochs=2, ema=False)
+    cfg.data.image_size = 32
+    train(cfg, quiet=True, stop_after_epoch=1)
+    after_frozen, _ = weights(cfg.run_dir, "last")
+    full = cfg_for(tiny_npz, tmp_path, ["name=init", "model.name=resnet18_fpn", "model.kwargs={neck_channels: 16}"], epochs=1)
+    full.data.image_size = 32
+    from hybridmednet.engine.run_dir import build_model_from_config
+
+    torch.manual_seed(cfg.seed)
+    initial = build_model_from_config(full, 3).state_dict()
+    backbone_w = "backbone.layer1.0.conv1.weight"
+    assert torch.equal(after_frozen[f"model.{backbone_w}"], initial[backbone_w])  # frozen in epoch 1
+    assert not torch.equal(after_frozen["model.head.fc.weight"], initial["head.fc.weight"])  # head trained
+    train(cfg, quiet=True, resume=True)
+    unfrozen, meta = weights(cfg.run_dir, "last")
+    assert not torch.equal(unfrozen[f"model.{backbone_w}"], initial[backbone_w])  # released in epoch 2
+    groups = meta["optimizer"]["param_groups"]
+    assert {g["name"] for g in groups} >= {"backbone", "head"}
+    lrs = {g["name"]: g["initial_lr"] for g in groups}
+    assert abs(lrs["backbone"] - 0.1 * lrs["head"]) < 1e-12

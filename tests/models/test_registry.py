@@ -97,3 +97,21 @@ def test_timm_pretrained_from_local_file(tmp_path):
     model = create_model("resnet18", num_classes=4, pretrained_file=str(tmp_path / "r18.safetensors"))
     assert torch.equal(model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
     assert model.fc.out_features == 4
+
+
+@pytest.mark.parametrize("head", __import__("hybridmednet.layers.heads", fromlist=["list_heads"]).list_heads())
+def test_hybridmednet_trains_with_every_head(head):
+    """One bf16 training step with the coarse head and the head's own auxiliary losses, then FLOPs."""
+    from hybridmednet.losses.task import TaskLoss
+    from hybridmednet.models.profile import count_flops
+
+    model = create_model("hybridmednet_small28", num_classes=3, num_coarse=2, head=head, drop_rate=0.1,
+                         widths=(8, 16, 16, 32), stem_width=8, head_width=32)
+    loss_fn = TaskLoss(torch.nn.CrossEntropyLoss(), fine_to_coarse=[0, 1, 0])
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    loss, parts = loss_fn(out, y, model.aux_losses(out, y))
+    loss.backward()
+    assert {"fine", "coarse", "consistency"} <= set(parts) and torch.isfinite(loss)
+    assert count_flops(model, 16) > 0

@@ -143,6 +143,8 @@ class TrainConfig(StrictModel):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     loss: str = Field("auto", description="auto (ce, or bce for multi-label), ce, bce, focal, class_balanced")
     loss_kwargs: dict[str, Any] = {}
+    backbone_lr_scale: float = Field(1.0, gt=0, description="backbone LR = lr x scale (new layers keep lr)")
+    freeze_backbone_epochs: int = Field(0, ge=0, description="train only the new layers for this many epochs")
     coarse_loss_weight: float = Field(0.5, ge=0)
     consistency_weight: float = Field(0.1, ge=0)
     ema: bool = True

@@ -17,8 +17,15 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
-    groups = param_groups(model, weight_decay)
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device,
+                    backbone_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    """``backbone_lr_scale != 1`` gives pretrained layers a smaller LR than new ones (finetune.py)."""
+    if backbone_lr_scale != 1.0:
+        from hybridmednet.engine.finetune import param_groups_with_lr
+
+        groups = param_groups_with_lr(model, lr, backbone_lr_scale, weight_decay)
+    else:
+        groups = param_groups(model, weight_decay)
     try:
         return torch.optim.AdamW(groups, lr=lr, fused=True)
     except (RuntimeError, TypeError):  # a device/dtype without a fused kernel

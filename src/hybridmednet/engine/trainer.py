@@ -35,7 +35,8 @@ from hybridmednet.engine.inference import predict_arrays
 from hybridmednet.engine.optim import build_optimizer, build_scheduler
 from hybridmednet.engine.run_dir import RunDir, build_model_from_config, git_commit
 from hybridmednet.engine.runtime import Runtime, broadcast_flag, make_runtime, seed_everything
-from hybridmednet.errors import CheckpointError
+from hybridmednet.engine.finetune import FreezeSchedule
+from hybridmednet.errors import CheckpointError, ConfigError
 from hybridmednet.data.taxonomy import fine_to_coarse
 from hybridmednet.losses import build_loss
 from hybridmednet.losses.task import TaskLoss
@@ -159,7 +160,13 @@ class Trainer:
         self.loss_fn = build_loss(t.loss, multilabel=data.multilabel, label_smoothing=t.label_smoothing,
                                   class_counts=data.class_counts()["train"], **t.loss_kwargs).to(rt.device)
         self.task_loss = TaskLoss(self.loss_fn, self.fine_to_coarse, t.coarse_loss_weight, t.consistency_weight).to(rt.device)
-        optimizer = build_optimizer(raw, t.lr, t.weight_decay, rt.device)
+        optimizer = build_optimizer(raw, t.lr, t.weight_decay, rt.device, t.backbone_lr_scale)
+        self.freeze = None
+        if t.freeze_backbone_epochs:
+            if rt.distributed:
+                raise ConfigError("train.freeze_backbone_epochs is not supported under DDP (requires_grad cannot "
+                                  "change after wrapping); use train.backbone_lr_scale instead")
+            self.freeze = FreezeSchedule(raw, t.freeze_backbone_epochs)
         steps_per_epoch = -(-len(loader) // t.accumulation_steps)
         scheduler = build_scheduler(optimizer, t.epochs * steps_per_epoch, int(t.warmup_epochs * steps_per_epoch), t.min_lr_ratio)
         ema = build_ema(raw, t.ema_decay) if t.ema else None
@@ -207,6 +214,8 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         self.dataset.set_epoch(epoch)
         model.train()
+        if self.freeze is not None:
+            self.freeze.on_epoch_start(epoch)  # after train(): frozen BatchNorm stays in eval mode
         accum = t.accumulation_steps
         total_loss, seen, n_batches = 0.0, 0, len(loader)
         bar = None

@@ -259,17 +259,19 @@ class PrototypeHead(ClassifierHead):
     rebuild is needed.
     """
 
-    def __init__(self, in_features: int, num_classes: int, proj_dim: int | None = None, **kwargs):
+    def __init__(self, in_features: int, num_classes: int, proj_dim: int | None = None, drop_rate: float = 0.0,
+                 **kwargs):
         super().__init__()
         self.embed_dim = proj_dim or in_features
         self.proj = nn.Linear(in_features, proj_dim) if proj_dim else nn.Identity()
+        self.drop = nn.Dropout(drop_rate)  # on the embedding before the cosine logits, like the other heads
         self.classifier = PrototypeClassifier(self.embed_dim, num_classes, **kwargs)
 
     def embed(self, fmap):
         return self.proj(global_pool(fmap))
 
     def classify(self, emb):
-        return self.classifier(emb)
+        return self.classifier(self.drop(emb))
 
     def aux_losses(self, emb, targets):
         return self.classifier.aux_losses(emb, targets)

@@ -16,9 +16,11 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@torch.no_grad()
 def count_flops(model: nn.Module, image_size: int, in_chans: int = 3) -> int:
-    """FLOPs of one forward pass of a single image."""
+    """FLOPs of one forward pass of a single image.
+
+    Not under ``no_grad``: there ``nn.MultiheadAttention`` takes a fused fast path that the
+    flop counter cannot trace."""
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)

