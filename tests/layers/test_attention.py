@@ -1,10 +1,10 @@
 """Attention blocks: shapes, gradients, identity at init, bounded memory, bf16 and ONNX parity."""
 
-import warnings
 
-import numpy as np
 import pytest
 import torch
+
+from tests.onnx_utils import assert_onnx_matches
 import torch.nn.functional as F
 
 from hybridmednet.layers.attention import CBAM, CrossBranchAttention, CrossScaleAttention, MultiHeadSelfAttention2d
@@ -30,21 +30,6 @@ CASES = {
     "cross_scale_self": (lambda: CrossScaleAttention(16, num_heads=4), lambda: (torch.randn(2, 16, 14, 14),)),
     "cross_branch": (_cross_branch, lambda: (torch.randn(2, 16, 8, 8), torch.randn(2, 8, 16, 16))),
 }
-
-
-def _assert_onnx_matches(module, inputs, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    module.eval()
-    path = tmp_path / "block.onnx"
-    with warnings.catch_warnings():  # legacy-exporter notice; shape checks trace to constants
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(module, inputs, str(path), dynamo=False, opset_version=17)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {arg.name: t.numpy() for arg, t in zip(session.get_inputs(), inputs)})
-    with torch.no_grad():
-        expected = module(*inputs).numpy()
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -82,7 +67,7 @@ def test_bf16_autocast_matches_fp32(name):
 @pytest.mark.parametrize("name", CASES)
 def test_onnx_export_matches_pytorch(name, tmp_path):
     build, make_inputs = CASES[name]
-    _assert_onnx_matches(build(), make_inputs(), tmp_path)
+    assert_onnx_matches(build(), make_inputs(), tmp_path)
 
 
 # --- CBAM ----------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """AdaptiveFusion: starts as the mean, weights sum to 1 and follow the input, bf16 and ONNX."""
 
-import warnings
 
-import numpy as np
 import pytest
 import torch
+
+from tests.onnx_utils import assert_onnx_matches
 
 from hybridmednet.layers.fusion import AdaptiveFusion
 
@@ -94,13 +94,4 @@ def test_bf16_autocast_weights_still_sum_to_one():
 
 @pytest.mark.parametrize("num_inputs", [2, 3])
 def test_onnx_export_matches_pytorch(num_inputs, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    fusion, maps = _trained_fusion(8, num_inputs).eval(), tuple(_maps(num_inputs, (2, 8, 5, 5)))
-    path = tmp_path / "fusion.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is asked for
-        torch.onnx.export(fusion, maps, str(path), dynamo=False, opset_version=17)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {arg.name: m.numpy() for arg, m in zip(session.get_inputs(), maps)})
-    with torch.no_grad():
-        np.testing.assert_allclose(got, fusion(*maps).numpy(), rtol=0, atol=1e-4)
+    assert_onnx_matches(_trained_fusion(8, num_inputs), tuple(_maps(num_inputs, (2, 8, 5, 5))), tmp_path)

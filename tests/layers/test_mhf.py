@@ -1,10 +1,11 @@
 """MHFBlockV2: exact identity at init, gated interpolation towards the refined map, bf16, ONNX."""
 
-import warnings
 
 import numpy as np
 import pytest
 import torch
+
+from tests.onnx_utils import assert_onnx_matches
 
 from hybridmednet.layers.mhf import MHFBlockV2
 
@@ -95,15 +96,6 @@ def test_bf16_autocast_matches_fp32():
 
 
 def test_onnx_export_matches_pytorch(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    block, x = _opened(16).eval(), torch.randn(2, 16, 8, 8)
-    path = tmp_path / "mhf.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is asked for
-        torch.onnx.export(block, (x,), str(path), dynamo=False, opset_version=17)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    with torch.no_grad():
-        expected = block(x).numpy()
+    x = torch.randn(2, 16, 8, 8)
+    expected = assert_onnx_matches(_opened(16), (x,), tmp_path)
     assert np.abs(expected - x.numpy()).max() > 1e-2  # the gate is open: not a trivial identity check
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)

@@ -1,10 +1,10 @@
 """FPNNeck on ResNet-like pyramids (strides 4..32 at 64 px): shape, scale weights, bf16, ONNX."""
 
-import warnings
 
-import numpy as np
 import pytest
 import torch
+
+from tests.onnx_utils import assert_onnx_matches
 
 from hybridmednet.layers.neck import FPNNeck
 
@@ -96,14 +96,4 @@ def test_bf16_autocast_matches_fp32():
 
 @pytest.mark.parametrize("name", ["4_levels", "3_levels"])
 def test_onnx_export_matches_pytorch(name, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    neck, features = _trained_neck(name).eval(), tuple(_features(name))
-    path = tmp_path / "neck.onnx"
-    with warnings.catch_warnings():  # legacy-exporter notice; the size checks trace to constants
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(neck, features, str(path), dynamo=False, opset_version=17)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {arg.name: f.numpy() for arg, f in zip(session.get_inputs(), features)})
-    with torch.no_grad():
-        np.testing.assert_allclose(got, neck(*features).numpy(), rtol=0, atol=1e-4)
+    assert_onnx_matches(_trained_neck(name), tuple(_features(name)), tmp_path)
