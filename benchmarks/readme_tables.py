@@ -36,7 +36,7 @@ def render(rows: list[dict]) -> str:
         for r in group:
             cells = [fmt(r["metrics"].get(k), r["ci"].get(k)) for k, _ in cols]
             lines.append(f"| {r['dataset']} | {r['image_size']} | {r['model']} | {r['variant']} | {','.join(map(str, r['seeds']))} | "
-                         + " | ".join(cells) + f" | {fmt(r['wall_s'])} | [{Path(r['results_file']).name}]({r['results_file']}) |")
+                         + " | ".join(cells) + f" | {fmt(r['wall_s'])} | [{r['results_file']}]({r['results_file']}) |")
         lines.append("")
     return "\n".join(lines)
 
