@@ -9,7 +9,6 @@ early-stopping state, and the data order and augmentations are functions of (see
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import random
 import sys
@@ -42,7 +41,7 @@ from hybridmednet.losses import build_loss
 from hybridmednet.losses.task import TaskLoss
 from hybridmednet.models.output import as_output
 from hybridmednet.metrics.classification import multi_label_metrics, single_label_metrics
-from hybridmednet.utils.io import atomic_write_json, atomic_write_text
+from hybridmednet.utils.io import atomic_write, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("hybridmednet")
 
@@ -68,9 +67,9 @@ def setup_logging(run_dir: Path | None, *, quiet: bool = False, is_main: bool = 
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
-    np_state = np.random.get_state()
+    np_state, (version, py_state, gauss) = np.random.get_state(), random.getstate()
     return ({"rng.torch": torch.get_rng_state()},
-            {"python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+            {"python": [version, list(py_state), gauss],
              "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]})
 
 
@@ -319,11 +318,14 @@ class Trainer:
                 rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) < row["epoch"]]  # drop rows a resume replays
         rows.append(row)
         fields = list(dict.fromkeys(k for r in rows for k in r))
-        with open(path.with_suffix(".csv.tmp"), "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        path.with_suffix(".csv.tmp").replace(path)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic_write(path, write)
 
     # ------------------------------------------------------------------ checkpoints
     def _meta(self) -> dict:
@@ -376,4 +378,4 @@ def read_metrics_csv(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-__all__ = ["Trainer", "train", "read_metrics_csv", "json"]
+__all__ = ["Trainer", "train", "read_metrics_csv"]

@@ -49,7 +49,7 @@ def max_prob_uncertainty(probs, *, multilabel: bool = False) -> np.ndarray:
     return 1 - probs.max(axis=1)
 
 
-def _correct(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+def correct_predictions(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Single-label: argmax == target; multi-label ((N, C) targets): every label right at 0.5."""
     if targets.ndim == 2:
         return ((probs >= 0.5) == (targets > 0.5)).all(axis=1)
@@ -83,7 +83,7 @@ def accuracy_coverage_curve(probs, targets, uncertainty) -> dict:
     Correct = argmax == target (single-label) or all labels right at 0.5 (multi-label).
     """
     probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets)
-    thr, cov, acc = _selective_curve(uncertainty, _correct(probs, targets))
+    thr, cov, acc = _selective_curve(uncertainty, correct_predictions(probs, targets))
     widths = np.diff(np.concatenate([[0.0], cov]))
     return {
         "coverage": cov.tolist(),

@@ -24,18 +24,13 @@ from hybridmednet.metrics.operating_points import operating_points
 from hybridmednet.metrics.uncertainty import (
     accuracy_coverage_curve,
     choose_abstain_threshold,
+    correct_predictions,
     mc_dropout_predict,
     predictive_entropy,
 )
 from hybridmednet.utils.io import atomic_write_json
 
 ABSTAIN_VAL_COVERAGE = 0.8  # keep the 80% most certain validation cases; the rest go to a human
-
-
-def _correct(probs: np.ndarray, targets: np.ndarray, multilabel: bool) -> np.ndarray:
-    if multilabel:
-        return ((probs >= 0.5) == (targets > 0)).all(axis=1)
-    return probs.argmax(axis=1) == targets
 
 
 def calibrate(val_probs, val_targets, test_probs, test_targets, multilabel: bool) -> tuple[dict, TemperatureScaler]:
@@ -50,9 +45,9 @@ def uncertainty_analysis(model, val, test, val_cal, test_cal, *, mean, std, runt
     """Predictive entropy of calibrated probabilities, and MC-dropout where the model has dropout."""
     val_unc = predictive_entropy(val_cal, multilabel=multilabel)
     test_unc = predictive_entropy(test_cal, multilabel=multilabel)
-    threshold = choose_abstain_threshold(val_unc, _correct(val_cal, val.targets, multilabel), target_coverage=ABSTAIN_VAL_COVERAGE)
+    threshold = choose_abstain_threshold(val_unc, correct_predictions(val_cal, val.targets), target_coverage=ABSTAIN_VAL_COVERAGE)
     keep = test_unc <= threshold
-    correct = _correct(test_cal, test.targets, multilabel)
+    correct = correct_predictions(test_cal, test.targets)
     curves = {"predictive entropy": accuracy_coverage_curve(test_cal, test.targets, test_unc)}
     has_dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
     if has_dropout:
@@ -82,7 +77,7 @@ def subgroup_analysis(cfg, test, probs, class_names, multilabel: bool, n_bootstr
 
 def gallery_indices(probs: np.ndarray, targets: np.ndarray, uncertainty: np.ndarray, multilabel: bool, k: int) -> dict:
     """Most confident correct, most confident wrong, and most uncertain test cases."""
-    correct = _correct(probs, targets, multilabel)
+    correct = correct_predictions(probs, targets)
     confidence = probs.max(axis=1)
     right = np.flatnonzero(correct)[np.argsort(-confidence[correct])][:k]
     wrong = np.flatnonzero(~correct)[np.argsort(-confidence[~correct])][:k]
