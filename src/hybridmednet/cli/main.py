@@ -37,10 +37,14 @@ def _load(args) -> object:
 
 
 def cmd_train(args) -> int:
+    from hybridmednet.engine.runtime import shutdown_distributed
     from hybridmednet.engine.trainer import train
 
     cfg = _load(args)
-    summary = train(cfg, resume=args.resume, overwrite=args.overwrite, device=args.device, quiet=args.quiet)
+    try:
+        summary = train(cfg, resume=args.resume, overwrite=args.overwrite, device=args.device, quiet=args.quiet)
+    finally:
+        shutdown_distributed()
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2))
     return 0

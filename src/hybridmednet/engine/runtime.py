@@ -77,6 +77,13 @@ def init_distributed() -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def shutdown_distributed() -> None:
+    """Leave the process group cleanly: exiting with gloo's threads alive can abort the process
+    ("terminate called without an active exception") after a successful run."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def make_runtime(train_cfg, *, device: str | None = None) -> Runtime:
     rank, world, local_rank = init_distributed()
     if device is None:
