@@ -45,7 +45,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "small_cnn": ("family: default CNN", ["model.name=small_cnn"]),
     "resnet18_fpn": ("family: ResNet-18 + FPN", ["model.name=resnet18_fpn"]),
     "vision_mamba_tiny": ("family: Vision Mamba (tiny)", ["model.name=vision_mamba_tiny", "model.kwargs.img_size=28"]),
-    "convnext_tiny_fpn": ("family: ConvNeXt-T + FPN", ["model.name=convnext_tiny_fpn"]),
+    # ConvNeXt's 2x2 stride-2 downsampling cannot run on the 1x1 map left at stride 32 from 28 px:
+    # stop at stage 3 (stride 16), which also drops the widest stage's parameters.
+    "convnext_tiny_fpn": ("family: ConvNeXt-T (stages 1-3) + FPN",
+                          ["model.name=convnext_tiny_fpn", "model.kwargs.out_indices=[0,1,2]"]),
     "efficientnetv2_s_fpn": ("family: EfficientNetV2-S + FPN", ["model.name=efficientnetv2_s_fpn"]),
 }
 

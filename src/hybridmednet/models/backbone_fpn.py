@@ -4,7 +4,8 @@ optional attention -> head (and, with a taxonomy, the hierarchical coarse/fine h
 timm's ``features_only`` returns the stage outputs; Swin returns them channels-last (NHWC), so
 the layout is detected once at build time and permuted. Transformers fix their patch grid at
 build time, so ``image_size`` is passed through (timm's Swin pads to fit its windows); a size a
-backbone cannot run at (e.g. ConvNeXt below 32 px) is a clear error naming it.
+backbone cannot run at (e.g. ConvNeXt below 32 px) is a clear error naming it and the way out:
+``out_indices`` stops the backbone at an earlier stage (timm then drops the later stages).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class BackboneFPN(nn.Module):
                 probe = self.backbone.eval()(torch.zeros(1, in_chans, image_size, image_size))
         except (AssertionError, RuntimeError, ValueError) as exc:
             raise ConfigError(f"model {backbone!r} cannot run at {image_size} px ({str(exc).splitlines()[0]}); "
-                              "use a larger data.image_size") from None
+                              "use a larger data.image_size, or stop at an earlier stage with "
+                              "model.kwargs.out_indices (e.g. [0, 1, 2] drops the stride-32 stage)") from None
         self.backbone.train()
         self.channels_last_features = [p.shape[-1] == c and p.shape[1] != c for p, c in zip(probe, channels)]
         self.neck = FPNNeck(channels, neck_channels)
