@@ -63,3 +63,32 @@ def write_results(name: str, payload: dict, rows: list[dict]) -> Path:
         index.append(row)
     atomic_write_json(SUMMARY, sorted(index, key=lambda r: tuple(str(r[k]) for k in ROW_KEY)))
     return path
+
+
+def train_and_evaluate(preset: str | Path, name: str, overrides: list[str], out: str | Path) -> dict:
+    """Train one configuration (checkpoint chosen on val), evaluate test once, and return a row:
+    test/val metrics, parameters and GFLOPs at the run's image size, median training img/s."""
+    import time
+
+    from hybridmednet.config.loader import load_config
+    from hybridmednet.engine.evaluate import evaluate_run
+    from hybridmednet.engine.run_dir import build_model_from_config
+    from hybridmednet.engine.trainer import train
+    from hybridmednet.models.profile import count_flops, count_parameters
+
+    cfg = load_config(preset, [f"output_dir={out}", f"name={name}", *overrides])
+    started = time.perf_counter()
+    summary = train(cfg, overwrite=True, quiet=True)
+    result = evaluate_run(cfg.run_dir, "test")
+    wall = time.perf_counter() - started
+    best = json.loads((cfg.run_dir / "checkpoints" / "best.json").read_text())
+    num_coarse = len(best["coarse_names"]) if best.get("coarse_names") else None
+    model = build_model_from_config(cfg, len(best["class_names"]), pretrained=False, num_coarse=num_coarse)
+    size, m, val = cfg.data.image_size, result["metrics"], best["val_metrics"]
+    return {"overrides": overrides, "epochs": cfg.train.epochs, "wall_s": round(wall, 1), "best_epoch": summary["best_epoch"],
+            "metrics": {"test_acc": m["acc"], "test_auc": m["auc"], "test_balanced_acc": m["balanced_acc"],
+                        "test_macro_f1": m["macro_f1"], "val_acc": val["acc"], "val_auc": val["auc"],
+                        "params_m": count_parameters(model) / 1e6,
+                        "gflops": count_flops(model, size, cfg.data.channels) / 1e9,
+                        "train_img_s": summary["train_img_s_median"]},
+            "ci": {f"test_{k}": v for k, v in result["ci95"].items()}}

@@ -15,17 +15,12 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, provenance, write_results  # noqa: E402
+from _common import RESULTS, provenance, train_and_evaluate, write_results
 
-from hybridmednet.config.loader import load_config  # noqa: E402
-from hybridmednet.engine.evaluate import evaluate_run  # noqa: E402
-from hybridmednet.engine.trainer import train  # noqa: E402
-from hybridmednet.models import create_model  # noqa: E402
-from hybridmednet.models.profile import count_flops, count_parameters  # noqa: E402
+from hybridmednet.config.loader import load_config
 
 PRESET = Path(__file__).resolve().parents[1] / "configs" / "dermamnist.yaml"
 TAXONOMY = "data.taxonomy={malignant: [mel, bcc, akiec], benign: [nv, bkl, df, vasc]}"
@@ -53,26 +48,6 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def run_variant(name: str, overrides: list[str], epochs: int, out: str) -> dict:
-    cfg = load_config(PRESET, [f"output_dir={out}", f"name={name}", f"train.epochs={epochs}",
-                               "train.early_stopping_patience=null", *overrides])
-    started = time.perf_counter()
-    summary = train(cfg, overwrite=True, quiet=True)
-    result = evaluate_run(cfg.run_dir, "test")
-    wall = time.perf_counter() - started
-    best = json.loads((cfg.run_dir / "checkpoints" / "best.json").read_text())
-    num_coarse = len(best["coarse_names"]) if best.get("coarse_names") else None
-    model = create_model(cfg.model.name, 7, 3, image_size=28, **cfg.model.kwargs,
-                         **({"num_coarse": num_coarse} if num_coarse else {}))
-    m, val = result["metrics"], best["val_metrics"]
-    return {"overrides": overrides, "epochs": epochs, "wall_s": round(wall, 1), "best_epoch": summary["best_epoch"],
-            "metrics": {"test_acc": m["acc"], "test_auc": m["auc"], "test_balanced_acc": m["balanced_acc"],
-                        "test_macro_f1": m["macro_f1"], "val_acc": val["acc"], "val_auc": val["auc"],
-                        "params_m": count_parameters(model) / 1e6, "gflops": count_flops(model, 28, 3) / 1e9,
-                        "train_img_s": summary["train_img_s_median"]},
-            "ci": {f"test_{k}": v for k, v in result["ci95"].items()}}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=10)
@@ -89,7 +64,8 @@ def main() -> None:
         part, overrides = VARIANTS[name]
         with tempfile.TemporaryDirectory() as out:
             try:
-                row = run_variant(name, overrides, args.epochs, out)
+                row = train_and_evaluate(PRESET, name, [f"train.epochs={args.epochs}",
+                                                        "train.early_stopping_patience=null", *overrides], out)
             except Exception as exc:  # record the failure honestly and go on with the rest
                 row = {"overrides": overrides, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
         row["part"] = part

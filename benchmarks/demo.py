@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import provenance, write_results  # noqa: E402
+from _common import provenance, write_results
 
-from hybridmednet.config.loader import load_config  # noqa: E402
-from hybridmednet.engine.trainer import read_metrics_csv  # noqa: E402
+from hybridmednet.config.loader import load_config
+from hybridmednet.engine.trainer import read_metrics_csv
 
 
 def main() -> None:
@@ -51,7 +51,7 @@ def main() -> None:
     payload = {"benchmark": "demo", "dataset": "dermamnist (re-rendered)", "image_size": 28, "model": cfg.model.name,
                "seed": cfg.seed, "config": cfg.model_dump(mode="json"), "wall_s": round(wall, 1), "metrics": headline,
                "ci95": ci, "test_metrics": m, "calibration": report["calibration"], "epochs": epochs,
-               **{**origin, "data_sha256": provenance([data_file])["data_sha256"]}}
+               **origin, "data_sha256": provenance([data_file])["data_sha256"]}
     path = write_results("demo_dermamnist", payload, [{
         "benchmark": "demo", "dataset": "dermamnist (re-rendered)", "image_size": 28, "model": cfg.model.name,
         "variant": "default recipe", "seeds": [cfg.seed], "metrics": headline, "ci": ci, "wall_s": round(wall, 1)}])
