@@ -20,3 +20,7 @@ class DataError(HybridMedNetError):
 
 class CheckpointError(HybridMedNetError):
     """A checkpoint is missing, incomplete, or needs an explicit opt-in to load."""
+
+
+class ExportError(HybridMedNetError):
+    """An export that failed its parity check, or a model an exporter cannot express."""

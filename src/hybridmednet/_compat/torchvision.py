@@ -7,9 +7,12 @@ extension fails to load, and ``torchvision/_meta_registrations.py`` then dies on
 whole package (and timm, which imports it) becomes unimportable although nothing
 HybridMedNet uses needs those ops.
 
-:func:`prepare_torchvision` (run when ``hybridmednet`` is imported) detects that case without
-importing torchvision and declares the schemas of the two ops registered unconditionally
-(``nms``, ``qnms``) with no kernel. :func:`ensure_torchvision` is the fallback: it imports
+:func:`prepare_torchvision` (run when ``hybridmednet`` is imported) imports nothing: it puts
+a one-shot finder on ``sys.meta_path`` that, when torchvision is first imported, detects that
+case without importing torchvision and declares the schemas of the two ops registered
+unconditionally (``nms``, ``qnms``) with no kernel. So importing ``hybridmednet`` costs no torch
+import, and the torch-free ONNX runtime (``hybridmednet.deploy.onnx_runtime``) works where torch
+is absent. :func:`ensure_torchvision` is the fallback: it imports
 torchvision normally and, only if that fails with exactly this error, declares those schemas
 and imports again. On a machine with a working torchvision nothing is changed.
 Calling ``torchvision.ops.nms`` afterwards raises torch's "could not run ... backend" error,
@@ -19,6 +22,7 @@ which is honest: the op really is unavailable on that install.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.util
 import re
 import sys
@@ -59,15 +63,32 @@ def cuda_build_on_cpu_torch() -> bool:
         match = re.search(r"^__version__\s*=\s*['\"][^'\"]*\+cu\d+", version_file.read_text(), re.M)
     except OSError:
         return False
-    import torch
+    if match is None:
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.version.cuda is None
 
-    return match is not None and torch.version.cuda is None
+
+class _FixOnFirstImport(importlib.abc.MetaPathFinder):
+    """Applies the fix just before torchvision is first imported, then steps aside."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchvision":
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            if cuda_build_on_cpu_torch():
+                _declare_missing_ops()
+        return None  # the normal finders import the module
 
 
 def prepare_torchvision() -> None:
-    """Cheap, import-free fix applied when the package is imported."""
-    if "torchvision" not in sys.modules and cuda_build_on_cpu_torch():
-        _declare_missing_ops()
+    """Import-free: arrange for the fix to run when torchvision is first imported."""
+    if "torchvision" in sys.modules or any(isinstance(f, _FixOnFirstImport) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _FixOnFirstImport())
 
 
 def _purge(prefix: str) -> None:

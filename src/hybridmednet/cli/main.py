@@ -60,12 +60,27 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from hybridmednet.engine.predict import predict_files
+    default_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+    out = args.out or str(default_dir / "predictions.csv")
+    if args.backend == "onnx":  # torch-free: numpy, pillow, OpenCV, onnxruntime
+        from hybridmednet.deploy.onnx_runtime import OnnxClassifier
 
-    out = args.out or str(Path(args.run) / "predictions.csv")
-    result = predict_files(args.run, args.inputs, out, skip_bad=args.skip_bad, path_column=args.path_column,
-                           device=args.device, abstain=args.abstain)
+        result = OnnxClassifier(args.run).predict_files(args.inputs, out, skip_bad=args.skip_bad,
+                                                        path_column=args.path_column, abstain=args.abstain)
+    else:
+        from hybridmednet.engine.predict import predict_files
+
+        result = predict_files(args.run, args.inputs, out, skip_bad=args.skip_bad, path_column=args.path_column,
+                               device=args.device, abstain=args.abstain)
     print(json.dumps(result))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from hybridmednet.deploy.export import export_run
+
+    report = export_run(args.run, args.format, args.out, tolerance=args.tolerance, opset=args.opset)
+    print(json.dumps({k: v for k, v in report.items() if k != "metadata"}, indent=2))
     return 0
 
 
@@ -166,14 +181,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict images, a folder, or a CSV of paths")
-    p.add_argument("run")
+    p.add_argument("run", help="run directory (or, with --backend onnx, an exported .onnx file)")
     p.add_argument("inputs", nargs="+")
     p.add_argument("--out", default=None, help="output CSV (default RUN/predictions.csv)")
     p.add_argument("--path-column", default="path")
     p.add_argument("--skip-bad", action="store_true")
     p.add_argument("--abstain", action="store_true", help="flag cases above the val-chosen uncertainty threshold (needs `report`)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
+                   help="onnx: run RUN/export/model.onnx (or the .onnx given) without importing torch")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export the val-selected checkpoint to ONNX or TorchScript, with a parity check")
+    p.add_argument("run")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    p.add_argument("--out", default=None, help="output file (default RUN/export/model.onnx or model.ts)")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="max abs logit difference to PyTorch")
+    p.add_argument("--opset", type=int, default=17)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("report", help="one self-contained HTML report: metrics, calibration, subgroups, Grad-CAM, model card")
     p.add_argument("run")

@@ -13,33 +13,15 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from hybridmednet.data.resize import fit_to_square
 from hybridmednet.data.table import SampleTable
 from hybridmednet.errors import DataError
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("HYBRIDMEDNET_CACHE", Path.home() / ".cache" / "hybridmednet"))
-
-
-def fit_to_square(image: np.ndarray, size: int, mode: str) -> np.ndarray:
-    """Centre-crop to a square (``center_crop``) or stretch (``squash``), then resize.
-
-    Downscaling uses area interpolation (a box filter, as MedMNIST's own recipe), upscaling
-    bicubic.
-    """
-    h, w = image.shape[:2]
-    if mode == "center_crop" and h != w:
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        image = image[top:top + side, left:left + side]
-    if image.shape[0] == size and image.shape[1] == size:
-        return np.ascontiguousarray(image)
-    interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
-    out = cv2.resize(image, (size, size), interpolation=interpolation)
-    return out[..., None] if out.ndim == 2 else out
 
 
 def _cache_key(table: SampleTable, size: int, channels: int, mode: str) -> str:

@@ -158,9 +158,9 @@ def explain_files(run_dir: str | Path, inputs: list[str], out_dir: str | Path, *
     from PIL import Image
 
     from hybridmednet.data.imageio import load_image
-    from hybridmednet.data.materialize import fit_to_square
+    from hybridmednet.data.resize import fit_to_square
     from hybridmednet.data.preprocess import normalize_batch
-    from hybridmednet.engine.predict import expand_inputs
+    from hybridmednet.data.inputs import expand_inputs
     from hybridmednet.engine.run_dir import load_trained_model
 
     model, meta, _ = load_trained_model(run_dir)

@@ -15,30 +15,12 @@ import torch.nn as nn
 from hybridmednet.data.preprocess import normalize_batch
 from hybridmednet.engine.inference import logits_to_probs
 from hybridmednet.errors import ConfigError
+from hybridmednet.utils.probability import predictive_entropy
+
+__all__ = ["predictive_entropy", "max_prob_uncertainty", "correct_predictions", "accuracy_coverage_curve",
+           "choose_abstain_threshold", "mc_dropout_predict", "tta_predict"]
 
 _FLIPS = {"none": (), "h": (3,), "v": (2,), "hv": (2, 3)}
-
-
-def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
-    p = np.clip(p, 1e-300, 1.0)
-    return -np.sum(p * np.log(p), axis=axis)
-
-
-def _binary_entropy(p: np.ndarray) -> np.ndarray:
-    return _entropy(np.stack([p, 1 - p], axis=-1))
-
-
-def predictive_entropy(probs, *, multilabel: bool = False) -> np.ndarray:
-    """(N,) entropy of the predictive distribution, normalised to [0, 1].
-
-    Single-label: H(p) / log C (1 = uniform). Multi-label: mean over labels of the binary
-    entropy / log 2. Normalising makes values comparable across tasks with different C.
-    """
-    probs = np.asarray(probs, dtype=np.float64)
-    if multilabel:
-        return _binary_entropy(probs).mean(axis=1) / np.log(2)
-    c = probs.shape[1]
-    return _entropy(probs, axis=1) / np.log(c) if c > 1 else np.zeros(len(probs))
 
 
 def max_prob_uncertainty(probs, *, multilabel: bool = False) -> np.ndarray:

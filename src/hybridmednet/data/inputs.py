@@ -1,0 +1,83 @@
+"""Images to predict: expand files / folders / CSVs of paths, decode them, fit them to the
+model's input, and write one prediction row per image.
+
+Shared by ``hybridmednet predict`` (PyTorch) and the torch-free ONNX runtime, so both read the
+same pixels and write the same CSV. Needs numpy, pillow and OpenCV (pandas only for CSV inputs).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from hybridmednet.data.imageio import load_image
+from hybridmednet.data.resize import fit_to_square
+from hybridmednet.errors import DataError
+from hybridmednet.utils.io import atomic_write
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz", ".gif", ".webp")
+
+
+def expand_inputs(inputs: list[str], path_column: str = "path") -> list[str]:
+    """Image files as given; folders searched recursively; CSVs read for ``path_column``."""
+    paths: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES))
+        elif p.suffix.lower() == ".csv":
+            import pandas as pd
+
+            frame = pd.read_csv(p, dtype=str, keep_default_na=False)
+            if path_column not in frame.columns:
+                raise DataError(f"{p}: no column '{path_column}'; the CSV has: {', '.join(frame.columns)}; "
+                                "use --path-column")
+            paths += [v if Path(v).is_absolute() else str(p.parent / v) for v in frame[path_column]]
+        else:
+            paths.append(str(p))
+    if not paths:
+        raise DataError(f"no images found in {inputs}")
+    return paths
+
+
+def load_inputs(paths: list[str], preprocessing: dict, *, skip_bad: bool = False
+                ) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+    """``(images uint8 (N, S, S, C), kept paths, [(failed path, reason)])`` with the training
+    preprocessing recorded in a checkpoint or an exported model (size, resize mode, channels)."""
+    images, kept, failed = [], [], []
+    size, channels = preprocessing["image_size"], preprocessing["channels"]
+    for path in paths:
+        try:
+            image = load_image(path, channels)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            failed.append((path, str(exc)))
+            continue
+        images.append(fit_to_square(image, size, preprocessing["resize"]))
+        kept.append(path)
+    stacked = np.stack(images) if images else np.zeros((0, size, size, channels), np.uint8)
+    return stacked, kept, failed
+
+
+def write_predictions_csv(out_csv: str | Path, kept: list[str], probs: np.ndarray, uncertainty: np.ndarray,
+                          class_names: list[str], multilabel: bool, *, threshold: float | None = None,
+                          failed: list[tuple[str, str]] = ()) -> None:
+    """One row per image: ``prob_<class>``, the predicted label(s), normalised entropy, whether the
+    case was held back (``threshold`` given) and, for unreadable files, the reason."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as handle:
+            out = csv.writer(handle)
+            out.writerow(["path"] + [f"prob_{c}" for c in class_names] + ["predicted", "uncertainty", "abstained", "error"])
+            for path, row, unc in zip(kept, probs, uncertainty):
+                pred = ("|".join(c for c, p in zip(class_names, row) if p >= 0.5) if multilabel
+                        else class_names[int(np.argmax(row))])
+                held = "" if threshold is None else str(bool(unc > threshold)).lower()
+                out.writerow([path] + [f"{p:.6f}" for p in row] + [pred, f"{unc:.4f}", held, ""])
+            for path, reason in failed:
+                out.writerow([path] + [""] * len(class_names) + ["", "", "", reason])
+
+    atomic_write(out_csv, write)

@@ -1,0 +1,149 @@
+"""``hybridmednet export RUN --format onnx|torchscript``: the validation-selected checkpoint as a
+deployable file with its preprocessing and class names embedded, checked against PyTorch.
+
+The file takes a float32 ``(batch, C, S, S)`` input normalised with the embedded mean/std (batch
+is dynamic) and returns ``logits``. After writing, the export is run on fresh inputs at two batch
+sizes and compared with the PyTorch model; above ``tolerance`` (max abs logit difference) the
+export fails and no file is left behind. Files are written to a temporary name and moved into
+place only after the check passes, so an older export is never half-overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hybridmednet.deploy.metadata import KEY, ExportMetadata, build_metadata
+from hybridmednet.errors import ExportError
+from hybridmednet.models.output import LogitsOnly
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".ts"}
+DEFAULT_TOLERANCE = 1e-3
+
+
+def parity_inputs(metadata: ExportMetadata, batch: int, seed: int) -> np.ndarray:
+    """Random uint8 images normalised exactly as deployment will: realistic value ranges."""
+    p = metadata.preprocessing
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (batch, p["channels"], p["image_size"], p["image_size"]), dtype=np.uint8)
+    mean = np.asarray(p["mean"], np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(p["std"], np.float32).reshape(1, -1, 1, 1)
+    return ((images.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+
+
+def _torch_logits(module: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return module(torch.from_numpy(x)).float().numpy()
+
+
+def write_onnx(module: torch.nn.Module, path: Path, metadata: ExportMetadata, opset: int = 17) -> None:
+    """TorchScript-based exporter (the dynamo exporter needs onnxscript and is slower to run)."""
+    import onnx
+
+    example = torch.from_numpy(parity_inputs(metadata, 2, seed=0))
+    with warnings.catch_warnings():  # legacy-exporter notice; shape checks trace to constants
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        try:
+            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
+                              input_names=[metadata.input_name], output_names=[metadata.output_name],
+                              dynamic_axes={metadata.input_name: {0: "batch"}, metadata.output_name: {0: "batch"}})
+        except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one clear error
+            raise ExportError(f"ONNX export of {metadata.model_name!r} failed: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:300]}") from exc
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = KEY, metadata.to_json()
+    onnx.save(proto, str(path))
+
+
+def onnx_logits(path: Path, x: np.ndarray, metadata: ExportMetadata) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run([metadata.output_name], {metadata.input_name: x})[0]
+
+
+def write_torchscript(module: torch.nn.Module, path: Path, metadata: ExportMetadata, opset: int | None = None) -> None:
+    """Traced (not scripted): every registered model is traceable; ``opset`` is ONNX-only."""
+    example = torch.from_numpy(parity_inputs(metadata, 2, seed=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            traced = torch.jit.trace(module, example, check_trace=False)
+        except Exception as exc:  # noqa: BLE001
+            raise ExportError(f"TorchScript trace of {metadata.model_name!r} failed: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:300]}") from exc
+        torch.jit.save(traced, str(path), _extra_files={f"{KEY}.json": metadata.to_json()})
+
+
+def load_torchscript(path: str | Path, extra_files: dict | None = None) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():  # torch.jit is deprecated upstream but still the portable C++ format
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files if extra_files is not None else {})
+
+
+def torchscript_logits(path: Path, x: np.ndarray, metadata: ExportMetadata) -> np.ndarray:
+    return _torch_logits(load_torchscript(path), x)
+
+
+def read_torchscript_metadata(path: str | Path) -> ExportMetadata:
+    extra = {f"{KEY}.json": ""}
+    load_torchscript(path, extra)
+    return ExportMetadata.from_json(extra[f"{KEY}.json"], path)
+
+
+WRITERS = {"onnx": (write_onnx, onnx_logits), "torchscript": (write_torchscript, torchscript_logits)}
+
+
+def export_module(module: torch.nn.Module, metadata: ExportMetadata, out: str | Path, fmt: str = "onnx", *,
+                  tolerance: float = DEFAULT_TOLERANCE, opset: int = 17) -> dict:
+    """Export ``module`` (eval mode, fp32, CPU) to ``out`` and verify it; returns the parity report."""
+    if fmt not in WRITERS:
+        raise ExportError(f"--format {fmt!r}: choose one of {sorted(WRITERS)}")
+    write, run = WRITERS[fmt]
+    module = LogitsOnly(module.float().cpu().to(memory_format=torch.contiguous_format)).eval()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(module, tmp, metadata, opset)
+        diffs = []
+        for batch, seed in ((1, 1), (5, 2)):  # a batch size other than the traced one: dynamic batch works
+            x = parity_inputs(metadata, batch, seed)
+            diffs.append(float(np.abs(run(tmp, x, metadata) - _torch_logits(module, x)).max()))
+        max_diff = max(diffs)
+        if not np.isfinite(max_diff) or max_diff > tolerance:
+            raise ExportError(f"{fmt} export of {metadata.model_name!r} does not match PyTorch: max abs logit "
+                              f"difference {max_diff:.3g} > tolerance {tolerance:g}; nothing was written to {out}")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"path": str(out), "format": fmt, "max_abs_diff": max_diff, "tolerance": tolerance,
+            "size_mb": out.stat().st_size / 1e6, **({"opset": opset} if fmt == "onnx" else {})}
+
+
+def export_run(run_path: str | Path, fmt: str = "onnx", out: str | Path | None = None, *,
+               tolerance: float = DEFAULT_TOLERANCE, opset: int = 17) -> dict:
+    """Export a run's validation-selected checkpoint (default ``RUN/export/model.<ext>``)."""
+    from hybridmednet.engine.predict import load_calibration
+    from hybridmednet.engine.run_dir import load_trained_model
+
+    if fmt not in FORMATS:
+        raise ExportError(f"--format {fmt!r}: choose one of {sorted(FORMATS)}")
+    model, meta, cfg = load_trained_model(run_path)
+    metadata = build_metadata(meta, cfg.model.name, load_calibration(run_path, meta))
+    out = Path(out) if out else Path(run_path) / "export" / f"model{FORMATS[fmt]}"
+    report = export_module(model, metadata, out, fmt, tolerance=tolerance, opset=opset)
+    report["metadata"] = json.loads(metadata.to_json())
+    return report

@@ -1,0 +1,79 @@
+"""Export: parity with PyTorch, metadata round trip, dynamic batch, failure leaves no file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hybridmednet.deploy import export as export_mod
+from hybridmednet.deploy.export import export_run, read_torchscript_metadata
+from hybridmednet.deploy.metadata import ExportMetadata, read_onnx_metadata
+from hybridmednet.engine.checkpoint import read_meta
+from hybridmednet.errors import DataError, ExportError
+
+pytest.importorskip("onnxruntime")
+
+
+def test_onnx_export_matches_pytorch_and_carries_metadata(trained_run):
+    report = export_run(trained_run, "onnx")
+    assert report["max_abs_diff"] < 1e-4 and report["size_mb"] > 0
+    from hybridmednet.deploy.onnx_runtime import OnnxClassifier
+
+    clf = OnnxClassifier(trained_run)  # a run directory resolves to export/model.onnx
+    meta = read_meta(trained_run / "checkpoints", "best")
+    assert clf.class_names == meta["class_names"]
+    assert clf.metadata.checkpoint_sha256 == meta["weights_sha256"]
+    assert clf.metadata.preprocessing == {k: meta["preprocessing"][k] for k in ("image_size", "resize", "channels", "mean", "std")}
+    images = np.random.default_rng(0).integers(0, 256, (7, 16, 16, 3), dtype=np.uint8)  # batch 7: dynamic batch
+    probs = clf.predict_arrays(images)
+    assert probs.shape == (7, 3) and np.allclose(probs.sum(1), 1)
+
+
+def test_onnx_matches_the_pytorch_model_on_the_same_images(trained_run):
+    import torch
+
+    from hybridmednet.data.preprocess import normalize_batch
+    from hybridmednet.deploy.onnx_runtime import OnnxClassifier
+    from hybridmednet.engine.run_dir import load_trained_model
+    from hybridmednet.models.output import as_output
+
+    export_run(trained_run, "onnx")
+    model, meta, _ = load_trained_model(trained_run)
+    images = np.random.default_rng(1).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    prep = meta["preprocessing"]
+    with torch.no_grad():
+        x = normalize_batch(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), prep["mean"], prep["std"])
+        expected = as_output(model(x)).logits.numpy()
+    np.testing.assert_allclose(OnnxClassifier(trained_run).logits(images), expected, atol=1e-4)
+
+
+def test_torchscript_export_round_trip(trained_run, tmp_path):
+    report = export_run(trained_run, "torchscript", tmp_path / "m.ts")
+    assert report["max_abs_diff"] < 1e-4
+    metadata = read_torchscript_metadata(tmp_path / "m.ts")
+    assert metadata.class_names == read_meta(trained_run / "checkpoints", "best")["class_names"]
+
+
+def test_failed_parity_check_leaves_the_previous_export_intact(trained_run, tmp_path, monkeypatch):
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"previous export")
+    write, run = export_mod.WRITERS["onnx"]
+    monkeypatch.setitem(export_mod.WRITERS, "onnx", (write, lambda *a: run(*a) + 1.0))
+    with pytest.raises(ExportError, match="does not match PyTorch"):
+        export_run(trained_run, "onnx", out)
+    assert out.read_bytes() == b"previous export"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temporary file left
+
+
+def test_unknown_format_and_foreign_onnx_files(tmp_path):
+    with pytest.raises(ExportError, match="choose one of"):
+        export_run(tmp_path, "tflite")
+    with pytest.raises(DataError, match="not written by `hybridmednet export`"):
+        read_onnx_metadata(tmp_path / "x.onnx", {"producer": "someone"})
+    with pytest.raises(DataError, match="lacks preprocessing.std"):
+        ExportMetadata.from_json(json.dumps({"class_names": ["a"], "multilabel": False, "model_name": "m",
+                                             "checkpoint_sha256": "0", "preprocessing": {
+                                                 "image_size": 8, "resize": "squash", "channels": 1, "mean": [0.5]}}),
+                                 "x.onnx")
