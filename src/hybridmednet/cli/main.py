@@ -84,6 +84,27 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_quantize(args) -> int:
+    from hybridmednet.deploy.quantize import quantize_run
+
+    print(json.dumps(quantize_run(args.run, args.mode, n_calibration=args.calibration_images, out=args.out), indent=2))
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from hybridmednet.deploy.benchmark import benchmark_run
+
+    result = benchmark_run(args.run, iters=args.iters, threads=args.threads, onnx_files=args.onnx or None)
+    print(f"{result['model']} at {result['image_size']} px: {result['params_m']:.2f}M parameters, "
+          f"{result['gflops']:.3f} GFLOPs, {result['threads']} thread(s)")
+    print(f"{'backend':<34}{'MB':>8}{'p50 ms':>9}{'p95 ms':>9}{'b64 img/s':>11}{'peak MB':>9}")
+    for r in result["rows"]:
+        print(f"{r['backend']:<34}{r['size_mb']:>8.2f}{r['latency_ms_p50']:>9.3f}{r['latency_ms_p95']:>9.3f}"
+              f"{r['throughput_b64_img_s']:>11.0f}{r['peak_rss_mb']:>9.0f}")
+    print(f"wrote {Path(args.run) / 'benchmark.json'}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from hybridmednet.report import build_report
 
@@ -199,6 +220,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-3, help="max abs logit difference to PyTorch")
     p.add_argument("--opset", type=int, default=17)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("quantize", help="int8 ONNX (dynamic, or static calibrated on training images)")
+    p.add_argument("run")
+    p.add_argument("--mode", default="static", choices=["static", "dynamic"])
+    p.add_argument("--calibration-images", type=int, default=512, help="training images for static calibration")
+    p.add_argument("--out", default=None, help="default RUN/export/model.int8-<mode>.onnx")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("benchmark", help="size, FLOPs, latency p50/p95, throughput and peak memory: eager vs ONNX")
+    p.add_argument("run")
+    p.add_argument("--iters", type=int, default=200, help="batch-1 calls timed per backend")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    p.add_argument("--onnx", action="append", help="ONNX file(s) to measure (default: every RUN/export/*.onnx)")
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("report", help="one self-contained HTML report: metrics, calibration, subgroups, Grad-CAM, model card")
     p.add_argument("run")
