@@ -126,11 +126,20 @@ class ModelConfig(StrictModel):
     name: str = "small_cnn"
     pretrained: bool = False
     pretrained_file: str | None = None
+    init_checkpoint: str | None = Field(
+        None, description="a run directory whose best checkpoint initialises this model (fine-tuning, pruning)")
     drop_rate: float = Field(0.1, ge=0, lt=1)
     small_stem: Literal["auto", True, False] = "auto"
     kwargs: dict[str, Any] = {}
 
-    _paths = field_validator("pretrained_file")(resolve_path)
+    _paths = field_validator("pretrained_file", "init_checkpoint")(resolve_path)
+
+
+class PruneConfig(StrictModel):
+    """Prune the ``model.init_checkpoint`` weights, then fine-tune (see ``deploy/prune.py``)."""
+
+    method: Literal["magnitude", "channel"]
+    amount: float = Field(gt=0, lt=1, description="fraction of weights (magnitude) or channels (channel) removed")
 
 
 class TrainConfig(StrictModel):
@@ -156,6 +165,7 @@ class TrainConfig(StrictModel):
     early_stopping_patience: int | None = Field(10, ge=1)
     threads: int | None = Field(None, ge=1)
     log_every: int = Field(20, ge=1)
+    prune: PruneConfig | None = None
 
 
 class SubgroupConfig(StrictModel):
@@ -189,6 +199,13 @@ class ExperimentConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _prune_needs_trained_weights(self) -> ExperimentConfig:
+        if self.train.prune is not None and not self.model.init_checkpoint:
+            raise ValueError("train.prune needs model.init_checkpoint (the trained run to prune); pruning random "
+                             "weights by magnitude is meaningless")
+        return self
 
     @property
     def run_dir(self) -> Path:

@@ -77,6 +77,10 @@ def load_trained_model(run: RunDir | Path | str, tag: str = "best") -> tuple[nn.
     tensors, meta = load_checkpoint(run.checkpoints, tag)
     num_coarse = len(meta["coarse_names"]) if meta.get("coarse_names") else None
     model = build_model_from_config(cfg, len(meta["class_names"]), pretrained=False, num_coarse=num_coarse)
+    if cfg.train.prune is not None:  # a channel-pruned run's architecture is rebuilt from its starting run
+        from hybridmednet.deploy.prune import prepare_model
+
+        model, _ = prepare_model(model, cfg, {len(meta["class_names"]), num_coarse or 0}, for_training=False)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{run.checkpoints / meta['weights']}: does not fit model {cfg.model.name!r} "

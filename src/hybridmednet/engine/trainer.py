@@ -148,7 +148,16 @@ class Trainer:
         if cfg.data.taxonomy:
             self.fine_to_coarse, self.coarse_names = fine_to_coarse(cfg.data.taxonomy, data.class_names)
         seed_everything(cfg.seed)
-        raw = build_model_from_config(cfg, len(data.class_names), num_coarse=len(self.coarse_names or []) or None).to(rt.device)
+        raw = build_model_from_config(cfg, len(data.class_names), num_coarse=len(self.coarse_names or []) or None)
+        self.masks = None
+        if cfg.model.init_checkpoint or cfg.train.prune:
+            from hybridmednet.deploy.prune import prepare_model, sparsity
+
+            raw, self.masks = prepare_model(raw, cfg, {len(data.class_names), len(self.coarse_names or [])}, for_training=True)
+            if cfg.train.prune:
+                log.info(f"pruned ({cfg.train.prune.method}, {cfg.train.prune.amount:.0%}): "
+                         f"{sum(p.numel() for p in raw.parameters()) / 1e6:.3f}M parameters, weight sparsity {sparsity(raw):.1%}")
+        raw = raw.to(rt.device)
         if rt.channels_last:
             raw = raw.to(memory_format=torch.channels_last)
         self.mean, self.std = self._mean_std(raw)
@@ -237,6 +246,8 @@ class Trainer:
                 (scaler.scale(scaled) if scaler else scaled).backward()
             if sync:
                 self._optimizer_step(raw, optimizer, scaler)
+                if self.masks is not None:  # pruned weights stay zero through fine-tuning
+                    self.masks.apply(raw)
                 scheduler.step()
                 if ema is not None:
                     ema.update_parameters(raw)
