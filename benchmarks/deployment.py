@@ -1,6 +1,6 @@
 """Deployment trade-offs for one trained model: test accuracy (95% bootstrap CI) against batch-1
 latency against file size, for PyTorch eager fp32, ONNX fp32, ONNX int8 (dynamic; static calibrated
-on training images), and pruned models (global magnitude and structured channel pruning, each
+on training images; and after quantization-aware fine-tuning), and pruned models (global magnitude and structured channel pruning, each
 fine-tuned from the trained run, exported to ONNX fp32).
 
     python benchmarks/deployment.py --preset demo_dermamnist                       # 28 px, small_cnn
@@ -99,6 +99,17 @@ def main() -> None:
     for mode in ("dynamic", "static"):
         path = base / "export" / f"model.int8-{mode}.onnx"
         add(f"onnx int8 {mode}", evaluate_onnx(base, path), rows[f"onnx:model.int8-{mode}"], common)
+
+    # quantization-aware fine-tuning, then the same static int8 quantization
+    qat = load_config(base / "config.yaml", [
+        f"name={name}_qat", f"model.init_checkpoint={base}", "train.qat=true", f"train.epochs={args.finetune_epochs}",
+        f"train.lr={cfg.train.lr * 0.1}", "train.warmup_epochs=0", "train.early_stopping_patience=null"])
+    train(qat, overwrite=True, quiet=True)
+    export_run(qat.run_dir, "onnx")
+    qat_path = Path(quantize_run(qat.run_dir, "static")["path"])
+    qb = benchmark_run(qat.run_dir, iters=args.iters, onnx_files=[qat_path])
+    add("onnx int8 static after QAT", evaluate_onnx(qat.run_dir, qat_path), qb["rows"][1],
+        {**common, "finetune_epochs": args.finetune_epochs})
 
     # pruned + fine-tuned, exported to ONNX fp32
     for method in ("magnitude", "channel"):

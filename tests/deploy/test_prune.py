@@ -52,3 +52,26 @@ def test_pruning_needs_a_trained_starting_point(trained_run):
     with pytest.raises(ConfigError, match="amount"):
         load_config(trained_run / "config.yaml", [f"model.init_checkpoint={trained_run}",
                                                   "train.prune={method: magnitude, amount: 1.5}"])
+
+
+def test_quantization_aware_fine_tuning_then_static_int8(trained_run):
+    from hybridmednet.deploy.qat import enable_fake_quant, strip_fake_quant
+    from hybridmednet.deploy.quantize import quantize_run
+
+    cfg = load_config(trained_run / "config.yaml", ["name=qat", f"model.init_checkpoint={trained_run}", "train.qat=true",
+                                                    "train.epochs=1", "train.lr=0.0005"])
+    train(cfg, quiet=True)
+    model, _, _ = load_trained_model(cfg.run_dir)  # fake quant stripped: a plain model again
+    original, _, _ = load_trained_model(trained_run)
+    assert model.state_dict().keys() == original.state_dict().keys()
+    assert any((a != b).any() for a, b in zip(model.state_dict().values(), original.state_dict().values()))
+    report = quantize_run(cfg.run_dir, "static", n_calibration=32)
+    assert report["size_mb"] > 0
+    with pytest.raises(ConfigError, match="init_checkpoint"):
+        load_config(trained_run / "config.yaml", ["train.qat=true"])
+    # fake quantization really rounds: weights take at most 255 levels per output channel
+    probe = enable_fake_quant(load_trained_model(trained_run)[0]).train()
+    probe(torch.zeros(2, 3, 16, 16))
+    conv = next(m for m in probe.modules() if isinstance(m, torch.nn.Conv2d))
+    assert len(torch.unique(conv.weight[0])) <= 255
+    strip_fake_quant(probe)

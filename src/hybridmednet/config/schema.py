@@ -166,6 +166,7 @@ class TrainConfig(StrictModel):
     threads: int | None = Field(None, ge=1)
     log_every: int = Field(20, ge=1)
     prune: PruneConfig | None = None
+    qat: bool = Field(False, description="quantization-aware fine-tuning (fake int8) of model.init_checkpoint")
 
 
 class SubgroupConfig(StrictModel):
@@ -201,10 +202,13 @@ class ExperimentConfig(StrictModel):
     eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")
-    def _prune_needs_trained_weights(self) -> ExperimentConfig:
+    def _prune_and_qat_need_trained_weights(self) -> ExperimentConfig:
         if self.train.prune is not None and not self.model.init_checkpoint:
             raise ValueError("train.prune needs model.init_checkpoint (the trained run to prune); pruning random "
                              "weights by magnitude is meaningless")
+        if self.train.qat and not self.model.init_checkpoint:
+            raise ValueError("train.qat needs model.init_checkpoint: quantization-aware training fine-tunes a "
+                             "trained model")
         return self
 
     @property

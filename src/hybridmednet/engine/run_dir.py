@@ -81,9 +81,17 @@ def load_trained_model(run: RunDir | Path | str, tag: str = "best") -> tuple[nn.
         from hybridmednet.deploy.prune import prepare_model
 
         model, _ = prepare_model(model, cfg, {len(meta["class_names"]), num_coarse or 0}, for_training=False)
+    if cfg.train.qat:  # checkpoints hold the fake-quant parametrization; the result is the plain model
+        from hybridmednet.deploy.qat import enable_fake_quant
+
+        enable_fake_quant(model)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{run.checkpoints / meta['weights']}: does not fit model {cfg.model.name!r} "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if cfg.train.qat:
+        from hybridmednet.deploy.qat import strip_fake_quant
+
+        strip_fake_quant(model)
     model.eval()
     return model, meta, cfg

@@ -157,6 +157,11 @@ class Trainer:
             if cfg.train.prune:
                 log.info(f"pruned ({cfg.train.prune.method}, {cfg.train.prune.amount:.0%}): "
                          f"{sum(p.numel() for p in raw.parameters()) / 1e6:.3f}M parameters, weight sparsity {sparsity(raw):.1%}")
+        if cfg.train.qat:
+            from hybridmednet.deploy.qat import enable_fake_quant
+
+            enable_fake_quant(raw)
+            log.info("quantization-aware fine-tuning: fake int8 on every conv/linear weight and input")
         raw = raw.to(rt.device)
         if rt.channels_last:
             raw = raw.to(memory_format=torch.channels_last)
