@@ -1,0 +1,96 @@
+"""Accuracy on the MedMNIST test splits at 28 px against the project's targets, several seeds.
+
+Protocol: train on train, choose the checkpoint on val, evaluate test once per seed; report the
+mean and std over seeds, the 95% bootstrap CI of the first seed, wall time per seed and
+time-to-accuracy (training time until the epoch whose checkpoint was selected).
+
+    python benchmarks/medmnist.py --dataset breastmnist --seeds 0,1,2                 # default recipe
+    python benchmarks/medmnist.py --dataset dermamnist --variant resnet18 --set model.name=resnet18 ...
+
+Targets (this project's issue) and the best published numbers (../shared/reference/published_baselines.md:
+MedMNIST v2, Yang et al., Scientific Data 2023, Table 3) are stored with the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, provenance, train_and_evaluate, write_results
+
+from hybridmednet.config.loader import load_config
+from hybridmednet.engine.trainer import read_metrics_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"dermamnist": {"test_acc": 0.80, "test_auc": 0.95}, "pneumoniamnist": {"test_acc": 0.95, "test_auc": 0.99},
+           "breastmnist": {"test_acc": 0.90, "test_auc": 0.94}}
+PUBLISHED = {"dermamnist": "ACC .768 (Google AutoML Vision) / AUC .920 (ResNet-18 at 224), MedMNIST v2 Table 3",
+             "pneumoniamnist": "ACC .946 / AUC .991 (Google AutoML Vision), MedMNIST v2 Table 3",
+             "breastmnist": "ACC .863 (ResNet-18 at 28) / AUC .919 (Google AutoML Vision), MedMNIST v2 Table 3"}
+DATASET_NAME = {"dermamnist": "dermamnist (re-rendered)"}
+
+
+def time_to_best(run_dir: Path, best_epoch: int) -> float:
+    """Seconds of training (and per-epoch validation) up to and including the selected epoch."""
+    return float(sum(float(r["epoch_s"]) for r in read_metrics_csv(run_dir) if int(r["epoch"]) <= best_epoch))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", required=True, choices=sorted(TARGETS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--variant", default="default recipe")
+    parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--results-name", default=None, help="default medmnist_<dataset>_<variant>")
+    parser.add_argument("--no-index", action="store_true", help="write the results file only, not summary.json")
+    args = parser.parse_args()
+    origin = provenance([])
+    preset = ROOT / "configs" / f"{args.dataset}.yaml"
+    seeds = [int(s) for s in args.seeds.split(",")]
+    per_seed = []
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as out:
+            name = f"{args.dataset}_s{seed}"
+            row = train_and_evaluate(preset, name, [f"seed={seed}", *args.set], out)
+            row["seed"] = seed
+            row["time_to_best_s"] = time_to_best(Path(out) / name, row["best_epoch"])
+        per_seed.append(row)
+        m = row["metrics"]
+        print(f"seed {seed}: test acc {m['test_acc']:.4f} auc {m['test_auc']:.4f}; {row['wall_s']:.0f} s "
+              f"(best epoch {row['best_epoch']} after {row['time_to_best_s']:.0f} s)", flush=True)
+
+    keys = ["test_acc", "test_auc", "test_balanced_acc", "test_macro_f1", "val_acc", "val_auc"]
+    metrics = {k: float(np.mean([r["metrics"][k] for r in per_seed])) for k in keys}
+    metrics |= {f"{k}_std": float(np.std([r["metrics"][k] for r in per_seed], ddof=1)) if len(per_seed) > 1 else 0.0
+                for k in ("test_acc", "test_auc")}
+    metrics |= {"params_m": per_seed[0]["metrics"]["params_m"], "train_img_s": per_seed[0]["metrics"]["train_img_s"],
+                "time_to_best_s": float(np.median([r["time_to_best_s"] for r in per_seed])),
+                "wall_per_seed_s": float(np.median([r["wall_s"] for r in per_seed]))}
+    targets = TARGETS[args.dataset]
+    gaps = {k: metrics[k] - t for k, t in targets.items()}
+    cfg = load_config(preset, args.set)
+    data_file = Path(cfg.data.source.root) / f"{args.dataset}.npz"
+    dataset = DATASET_NAME.get(args.dataset, args.dataset)
+    variant_slug = args.variant.replace(" ", "_")
+    payload = {"benchmark": "medmnist", "dataset": dataset, "image_size": 28, "variant": args.variant,
+               "overrides": args.set, "seeds": seeds, "per_seed": per_seed, "metrics": metrics,
+               "ci95_first_seed": per_seed[0]["ci"], "targets": targets, "gap_to_target": gaps,
+               "targets_met": all(g >= 0 for g in gaps.values()), "published_best": PUBLISHED[args.dataset],
+               **origin, "data_sha256": provenance([data_file])["data_sha256"]}
+    name = args.results_name or f"medmnist_{args.dataset}_{variant_slug}"
+    rows = [] if args.no_index else [{
+        "benchmark": "medmnist", "dataset": dataset, "image_size": 28, "model": cfg.model.name, "variant": args.variant, "seeds": seeds, "metrics": metrics | {f"gap_{k}": v for k, v in gaps.items()},
+        "ci": per_seed[0]["ci"], "wall_s": round(sum(r["wall_s"] for r in per_seed), 1)}]
+    write_results(name, payload, rows)
+    status = "met" if payload["targets_met"] else "not met"
+    print(f"{dataset}: acc {metrics['test_acc']:.4f}±{metrics['test_acc_std']:.4f} auc {metrics['test_auc']:.4f}"
+          f"±{metrics['test_auc_std']:.4f}; targets {targets} {status} (gaps {gaps}); wrote {RESULTS / name}.json")
+
+
+if __name__ == "__main__":
+    main()
