@@ -68,8 +68,10 @@ def main() -> None:
 
     def save() -> None:
         size = cfg.data.image_size
-        dataset = cfg.data.source.flag if cfg.data.source.kind == "medmnist" else cfg.name
+        dataset = cfg.data.source.flag if cfg.data.source.kind == "medmnist" else f"{args.preset} images"
         dataset = f"{dataset} (re-rendered)" if dataset == "dermamnist" else dataset
+        if cfg.data.max_samples_per_split:
+            dataset += f", at most {cfg.data.max_samples_per_split} per split"
         payload = {"benchmark": "deployment", "dataset": dataset, "image_size": size, "model": cfg.model.name,
                    "config": cfg.model_dump(mode="json"), "variants": variants,
                    "wall_s": round(time.perf_counter() - started, 1), **origin}
