@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 COLUMNS = [("test_acc", "test ACC"), ("test_auc", "test AUC"), ("test_balanced_acc", "bal. ACC"),
-           ("test_macro_f1", "macro-F1"), ("val_auc", "val AUC"), ("params_m", "params (M)"), ("gflops", "GFLOPs"),
+           ("test_macro_f1", "macro-F1"), ("val_acc", "val ACC"), ("val_auc", "val AUC"), ("params_m", "params (M)"), ("gflops", "GFLOPs"),
            ("train_img_s", "train img/s"), ("sparsity", "sparsity"), ("size_mb", "file MB"),
            ("latency_ms_p50", "b1 p50 ms"), ("latency_ms_p95", "b1 p95 ms"), ("throughput_b64_img_s", "b64 img/s"),
            ("peak_rss_mb", "peak MB")]
