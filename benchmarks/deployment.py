@@ -47,7 +47,8 @@ def main() -> None:
     parser.add_argument("--name", default=None, help="results name suffix (default: the preset)")
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--runs", default=str(ROOT / "runs" / "deployment"))
-    parser.add_argument("--reuse", action="store_true", help="reuse an already trained base run")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse runs already trained with the same config (re-export, re-evaluate, re-measure)")
     parser.add_argument("--prune-amount", type=float, default=0.5)
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--iters", type=int, default=300)
@@ -57,8 +58,14 @@ def main() -> None:
     preset = ROOT / "configs" / f"{args.preset}.yaml"
     cfg = load_config(preset, [f"output_dir={args.runs}", f"name={name}", *args.set])
     started = time.perf_counter()
-    if not (args.reuse and (cfg.run_dir / "checkpoints" / "best.json").exists()):
-        train(cfg, overwrite=True, quiet=True)
+    def fit(run_cfg) -> None:
+        """Train, unless --reuse and this exact config already finished training."""
+        done = run_cfg.run_dir / "train_summary.json"
+        same = (run_cfg.run_dir / "config.yaml").exists() and load_config(run_cfg.run_dir / "config.yaml") == run_cfg
+        if not (args.reuse and done.exists() and same):
+            train(run_cfg, overwrite=True, quiet=True)
+
+    fit(cfg)
     base = cfg.run_dir
     source = cfg.data.source
     data_files = ([Path(source.root) / f"{source.flag}{'' if source.size == 28 else f'_{source.size}'}.npz"]
@@ -106,7 +113,7 @@ def main() -> None:
     qat = load_config(base / "config.yaml", [
         f"name={name}_qat", f"model.init_checkpoint={base}", "train.qat=true", f"train.epochs={args.finetune_epochs}",
         f"train.lr={cfg.train.lr * 0.1}", "train.warmup_epochs=0", "train.early_stopping_patience=null"])
-    train(qat, overwrite=True, quiet=True)
+    fit(qat)
     export_run(qat.run_dir, "onnx")
     qat_path = Path(quantize_run(qat.run_dir, "static")["path"])
     qb = benchmark_run(qat.run_dir, iters=args.iters, onnx_files=[qat_path])
@@ -119,7 +126,7 @@ def main() -> None:
             f"name={name}_pruned_{method}", f"model.init_checkpoint={base}",
             f"train.prune={{method: {method}, amount: {args.prune_amount}}}", f"train.epochs={args.finetune_epochs}",
             f"train.lr={cfg.train.lr * 0.25}", "train.warmup_epochs=0", "train.early_stopping_patience=null"])
-        train(pruned, overwrite=True, quiet=True)
+        fit(pruned)
         export_run(pruned.run_dir, "onnx")
         onnx_path = pruned.run_dir / "export" / "model.onnx"
         pb = benchmark_run(pruned.run_dir, iters=args.iters, onnx_files=[onnx_path])

@@ -49,4 +49,5 @@ def test_benchmark_measures_eager_and_onnx_in_separate_processes(trained_run, ca
         assert 0 < row["latency_ms_p50"] <= row["latency_ms_p95"] and row["throughput_b64_img_s"] > 0
         assert row["peak_rss_mb"] > 0 and row["size_mb"] > 0
     assert result["params_m"] > 0 and result["gflops"] > 0
+    assert onnx["peak_rss_mb"] < eager["peak_rss_mb"]  # each backend's own memory, not the parent's
     assert "eager_fp32" in capsys.readouterr().out

@@ -23,6 +23,20 @@ from pathlib import Path
 import numpy as np
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. ``VmHWM`` belongs to the process's own address space;
+    ``ru_maxrss`` is not used on Linux because it survives fork + exec, so a child started by a
+    large parent would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
 def _time_calls(call, x1: np.ndarray, x64: np.ndarray, iters: int) -> dict:
     for _ in range(max(10, iters // 10)):
         call(x1)
@@ -72,7 +86,7 @@ def _worker(kind: str, target: str, iters: int, threads: int) -> dict:
     x1 = rng.standard_normal((1, *shape), dtype=np.float32)
     x64 = rng.standard_normal((64, *shape), dtype=np.float32)
     result = _time_calls(call, x1, x64, iters)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     result["torch_imported"] = "torch" in sys.modules
     return result
 
