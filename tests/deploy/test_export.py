@@ -77,3 +77,19 @@ def test_unknown_format_and_foreign_onnx_files(tmp_path):
                                              "checkpoint_sha256": "0", "preprocessing": {
                                                  "image_size": 8, "resize": "squash", "channels": 1, "mean": [0.5]}}),
                                  "x.onnx")
+
+
+@pytest.mark.parametrize("name", ["hybridmednet_lite", "hybridmednet_small28", "resnet18_fpn"])
+def test_models_with_differently_sized_branches_export_with_a_dynamic_batch(name, tmp_path):
+    """Global (stride 2) and local (stride 1) branches meet at different sizes: the resize between
+    them must trace to constants, or the dynamic-batch export fails."""
+    from hybridmednet.deploy.export import export_module
+    from hybridmednet.models import create_model
+
+    extra = {"num_coarse": 2} if name.startswith("hybridmednet") else {}  # the hierarchical head too
+    model = create_model(name, 3, 3, image_size=32, **extra)
+    metadata = ExportMetadata(class_names=["a", "b", "c"], multilabel=False, model_name=name, checkpoint_sha256="0",
+                              preprocessing={"image_size": 32, "resize": "squash", "channels": 3,
+                                             "mean": [0.5] * 3, "std": [0.5] * 3})
+    report = export_module(model.eval(), metadata, tmp_path / "m.onnx")
+    assert report["max_abs_diff"] < 1e-3

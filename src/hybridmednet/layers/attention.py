@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hybridmednet.layers.pooling import pool_to
+
 __all__ = ["CBAM", "CrossBranchAttention", "CrossScaleAttention", "MultiHeadSelfAttention2d",
            "bottleneck_width", "channel_pool"]
 
@@ -189,10 +191,8 @@ class CrossScaleAttention(nn.Module):
     def forward(self, x_query: torch.Tensor, x_context: torch.Tensor | None = None) -> torch.Tensor:
         b, c, h, w = x_query.shape
         context = x_query if x_context is None else self.context_proj(x_context)
-        ch, cw = context.shape[-2:]
-        kv_hw = (min(ch, self.kv_size), min(cw, self.kv_size))
-        if (ch, cw) != kv_hw:
-            context = F.adaptive_avg_pool2d(context, kv_hw)
+        ch, cw = (int(v) for v in context.shape[-2:])
+        context = pool_to(context, (min(ch, self.kv_size), min(cw, self.kv_size)))
         q = self.q(self.norm_q(x_query.flatten(2).transpose(1, 2)))
         k, v = self.kv(self.norm_kv(context.flatten(2).transpose(1, 2))).chunk(2, dim=-1)
         out, weights = _attend(_split_heads(q, self.num_heads), _split_heads(k, self.num_heads),
@@ -241,8 +241,7 @@ class CrossBranchAttention(nn.Module):
                 raise ValueError("context is required when context_channels differs from channels")
             context = x
         b, c, h, w = x.shape
-        if tuple(context.shape[-2:]) != (h, w):
-            context = F.adaptive_avg_pool2d(context, (h, w))
+        context = pool_to(context, (h, w))
         q = self.query(x).flatten(2).transpose(1, 2)  # (B, HW, inner)
         k = self.key(context).flatten(2)  # (B, inner, HW)
         v = self.value(context).flatten(2)  # (B, C, HW)

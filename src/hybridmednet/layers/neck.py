@@ -15,21 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hybridmednet.layers.fusion import _as_tuple
+from hybridmednet.layers.pooling import pool_to
 
 __all__ = ["FPNNeck"]
-
-
-def _pool_to(x: torch.Tensor, size: Sequence[int], target: Sequence[int]) -> torch.Tensor:
-    """Average-pool ``x`` (spatial ``size``) to ``target``. A whole-multiple ratio uses a plain
-    ``avg_pool2d`` (identical to adaptive pooling there, and exportable from a map whose size
-    ONNX tracing has lost); other ratios fall back to adaptive pooling."""
-    # int(): under ONNX tracing the sizes are traced values; the kernel must be a constant.
-    (h, w), (th, tw) = (int(v) for v in size), (int(v) for v in target)
-    if h == th and w == tw:
-        return x
-    if h % th == 0 and w % tw == 0:
-        return F.avg_pool2d(x, (h // th, w // tw))
-    return F.adaptive_avg_pool2d(x, (th, tw))
 
 
 class FPNNeck(nn.Module):
@@ -74,7 +62,7 @@ class FPNNeck(nn.Module):
             merged.insert(0, lateral + F.interpolate(merged[0], size=lateral.shape[-2:], mode="nearest"))
         smoothed = [conv(m) for conv, m in zip(self.smooth, merged)]
         # Sizes are read from the inputs: after the top-down resize, ONNX tracing no longer knows them.
-        pooled = [_pool_to(m, level.shape[-2:], levels[-1].shape[-2:]) for m, level in zip(smoothed, levels)]
+        pooled = [pool_to(m, levels[-1].shape[-2:]) for m, level in zip(smoothed, levels)]
         weights = self.scale_logits.softmax(dim=0)
         self.last_scale_weights = weights.detach()
         return (torch.stack(pooled, dim=0) * weights.reshape(-1, 1, 1, 1, 1)).sum(dim=0)
