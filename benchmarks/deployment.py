@@ -31,6 +31,7 @@ from hybridmednet.deploy.quantize import quantize_run
 from hybridmednet.engine.evaluate import evaluate_run
 from hybridmednet.engine.run_dir import load_trained_model
 from hybridmednet.engine.trainer import train
+from hybridmednet.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,7 +127,13 @@ def main() -> None:
             f"name={name}_pruned_{method}", f"model.init_checkpoint={base}",
             f"train.prune={{method: {method}, amount: {args.prune_amount}}}", f"train.epochs={args.finetune_epochs}",
             f"train.lr={cfg.train.lr * 0.25}", "train.warmup_epochs=0", "train.early_stopping_patience=null"])
-        fit(pruned)
+        try:
+            fit(pruned)
+        except ConfigError as exc:  # e.g. a graph torch-pruning cannot handle: say so, keep the rest
+            variants[f"onnx fp32 pruned {method} {args.prune_amount:.0%}"] = {"error": str(exc)}
+            save()
+            print(f"pruning {method}: {exc}", flush=True)
+            continue
         export_run(pruned.run_dir, "onnx")
         onnx_path = pruned.run_dir / "export" / "model.onnx"
         pb = benchmark_run(pruned.run_dir, iters=args.iters, onnx_files=[onnx_path])
