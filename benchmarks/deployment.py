@@ -141,7 +141,7 @@ def main() -> None:
         add(f"onnx fp32 pruned {method} {args.prune_amount:.0%}", evaluate_onnx(pruned.run_dir, onnx_path),
             pb["rows"][1], {"params_m": pb["params_m"], "gflops": pb["gflops"], "sparsity": sparsity(pruned_model),
                             "finetune_epochs": args.finetune_epochs})
-    print(json.dumps({v: r["metrics"]["test_acc"] for v, r in variants.items()}, indent=1))
+    print(json.dumps({v: r["metrics"]["test_acc"] if "metrics" in r else r["error"] for v, r in variants.items()}, indent=1))
 
 
 if __name__ == "__main__":
