@@ -68,6 +68,22 @@ def build_model_from_config(cfg: ExperimentConfig, num_classes: int, *, pretrain
         raise
 
 
+def adapt_for_run(model: nn.Module, cfg: ExperimentConfig, num_outputs: set[int], *, for_training: bool):
+    """Apply what a run does to a freshly built model: start from ``model.init_checkpoint``, prune
+    (``train.prune``), add fake quantization (``train.qat``). Returns ``(model, masks)``: the zero
+    masks a magnitude-pruned run re-applies after every optimizer step (training only)."""
+    masks = None
+    if cfg.model.init_checkpoint or cfg.train.prune:
+        from hybridmednet.deploy.prune import prepare_model
+
+        model, masks = prepare_model(model, cfg, num_outputs, for_training=for_training)
+    if cfg.train.qat:
+        from hybridmednet.deploy.qat import enable_fake_quant
+
+        enable_fake_quant(model)
+    return model, masks
+
+
 def load_trained_model(run: RunDir | Path | str, tag: str = "best") -> tuple[nn.Module, dict, ExperimentConfig]:
     """The model as selected on validation, its checkpoint metadata, and the run's config."""
     from hybridmednet.engine.checkpoint import load_checkpoint
@@ -77,14 +93,9 @@ def load_trained_model(run: RunDir | Path | str, tag: str = "best") -> tuple[nn.
     tensors, meta = load_checkpoint(run.checkpoints, tag)
     num_coarse = len(meta["coarse_names"]) if meta.get("coarse_names") else None
     model = build_model_from_config(cfg, len(meta["class_names"]), pretrained=False, num_coarse=num_coarse)
-    if cfg.train.prune is not None:  # a channel-pruned run's architecture is rebuilt from its starting run
-        from hybridmednet.deploy.prune import prepare_model
-
-        model, _ = prepare_model(model, cfg, {len(meta["class_names"]), num_coarse or 0}, for_training=False)
-    if cfg.train.qat:  # checkpoints hold the fake-quant parametrization; the result is the plain model
-        from hybridmednet.deploy.qat import enable_fake_quant
-
-        enable_fake_quant(model)
+    # A channel-pruned run's architecture is rebuilt from its starting run; a QAT run's checkpoints
+    # hold the fake-quant parametrization, stripped after loading (the result is the plain model).
+    model, _ = adapt_for_run(model, cfg, {len(meta["class_names"]), num_coarse or 0}, for_training=False)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{run.checkpoints / meta['weights']}: does not fit model {cfg.model.name!r} "

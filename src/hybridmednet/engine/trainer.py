@@ -32,7 +32,7 @@ from hybridmednet.engine import checkpoint as ckpt
 from hybridmednet.engine.ema import build_ema
 from hybridmednet.engine.inference import predict_arrays
 from hybridmednet.engine.optim import build_optimizer, build_scheduler
-from hybridmednet.engine.run_dir import RunDir, build_model_from_config, git_commit
+from hybridmednet.engine.run_dir import RunDir, adapt_for_run, build_model_from_config, git_commit
 from hybridmednet.engine.runtime import Runtime, broadcast_flag, make_runtime, seed_everything
 from hybridmednet.engine.finetune import FreezeSchedule
 from hybridmednet.errors import CheckpointError, ConfigError
@@ -149,18 +149,13 @@ class Trainer:
             self.fine_to_coarse, self.coarse_names = fine_to_coarse(cfg.data.taxonomy, data.class_names)
         seed_everything(cfg.seed)
         raw = build_model_from_config(cfg, len(data.class_names), num_coarse=len(self.coarse_names or []) or None)
-        self.masks = None
-        if cfg.model.init_checkpoint or cfg.train.prune:
-            from hybridmednet.deploy.prune import prepare_model, sparsity
+        raw, self.masks = adapt_for_run(raw, cfg, {len(data.class_names), len(self.coarse_names or [])}, for_training=True)
+        if cfg.train.prune:
+            from hybridmednet.deploy.prune import sparsity
 
-            raw, self.masks = prepare_model(raw, cfg, {len(data.class_names), len(self.coarse_names or [])}, for_training=True)
-            if cfg.train.prune:
-                log.info(f"pruned ({cfg.train.prune.method}, {cfg.train.prune.amount:.0%}): "
-                         f"{sum(p.numel() for p in raw.parameters()) / 1e6:.3f}M parameters, weight sparsity {sparsity(raw):.1%}")
+            log.info(f"pruned ({cfg.train.prune.method}, {cfg.train.prune.amount:.0%}): "
+                     f"{sum(p.numel() for p in raw.parameters()) / 1e6:.3f}M parameters, weight sparsity {sparsity(raw):.1%}")
         if cfg.train.qat:
-            from hybridmednet.deploy.qat import enable_fake_quant
-
-            enable_fake_quant(raw)
             log.info("quantization-aware fine-tuning: fake int8 on every conv/linear weight and input")
         raw = raw.to(rt.device)
         if rt.channels_last:
