@@ -27,15 +27,16 @@ class _ImageReader:
     """Feeds normalised calibration batches to ONNX Runtime's calibrator."""
 
     def __init__(self, inputs: np.ndarray, input_name: str, batch_size: int = 32):
-        self.batches = iter([inputs[i:i + batch_size] for i in range(0, len(inputs), batch_size)])
+        self.chunks = [inputs[i:i + batch_size] for i in range(0, len(inputs), batch_size)]
         self.input_name = input_name
+        self.rewind()
 
     def get_next(self):
         batch = next(self.batches, None)
         return None if batch is None else {self.input_name: batch}
 
-    def rewind(self):  # pragma: no cover - only some calibrators call it
-        raise NotImplementedError
+    def rewind(self) -> None:
+        self.batches = iter(self.chunks)
 
 
 def _copy_metadata(src: Path, dst: Path) -> None:
@@ -44,10 +45,9 @@ def _copy_metadata(src: Path, dst: Path) -> None:
     source = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
     proto = onnx.load(str(dst))
     del proto.metadata_props[:]
-    for key in (KEY,):
-        if key in source:
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, source[key]
+    if KEY in source:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = KEY, source[KEY]
     onnx.save(proto, str(dst))
 
 
