@@ -64,9 +64,10 @@ def load_inputs(paths: list[str], preprocessing: dict, *, skip_bad: bool = False
 
 def write_predictions_csv(out_csv: str | Path, kept: list[str], probs: np.ndarray, uncertainty: np.ndarray,
                           class_names: list[str], multilabel: bool, *, threshold: float | None = None,
-                          failed: list[tuple[str, str]] = ()) -> None:
+                          failed: list[tuple[str, str]] = ()) -> dict:
     """One row per image: ``prob_<class>``, the predicted label(s), normalised entropy, whether the
-    case was held back (``threshold`` given) and, for unreadable files, the reason."""
+    case was held back (``threshold`` given) and, for unreadable files, the reason. Returns the
+    counts (predicted, skipped, abstained)."""
 
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="") as handle:
@@ -81,3 +82,7 @@ def write_predictions_csv(out_csv: str | Path, kept: list[str], probs: np.ndarra
                 out.writerow([path] + [""] * len(class_names) + ["", "", "", reason])
 
     atomic_write(out_csv, write)
+    result = {"n_predicted": len(kept), "n_skipped": len(failed), "out": str(out_csv)}
+    if threshold is not None:
+        result["n_abstained"] = int((np.asarray(uncertainty) > threshold).sum())
+    return result

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from hybridmednet.deploy.metadata import KEY, ExportMetadata, build_metadata
+from hybridmednet.deploy.onnx_runtime import normalize_uint8
 from hybridmednet.errors import ExportError
 from hybridmednet.models.output import LogitsOnly
 
@@ -31,10 +32,8 @@ def parity_inputs(metadata: ExportMetadata, batch: int, seed: int) -> np.ndarray
     """Random uint8 images normalised exactly as deployment will: realistic value ranges."""
     p = metadata.preprocessing
     rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (batch, p["channels"], p["image_size"], p["image_size"]), dtype=np.uint8)
-    mean = np.asarray(p["mean"], np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(p["std"], np.float32).reshape(1, -1, 1, 1)
-    return ((images.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+    images = rng.integers(0, 256, (batch, p["image_size"], p["image_size"], p["channels"]), dtype=np.uint8)
+    return normalize_uint8(images, p["mean"], p["std"])
 
 
 def _torch_logits(module: torch.nn.Module, x: np.ndarray) -> np.ndarray:

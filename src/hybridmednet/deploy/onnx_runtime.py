@@ -26,6 +26,15 @@ from hybridmednet.errors import DataError, HybridMedNetError
 from hybridmednet.utils.probability import predictive_entropy, probabilities
 
 
+def normalize_uint8(images: np.ndarray, mean, std) -> np.ndarray:
+    """uint8 ``(N, H, W, C)`` -> float32 ``(N, C, H, W)``: /255, then (x - mean) / std, exactly as
+    training's ``data.preprocess.normalize_batch`` (which works on torch tensors)."""
+    x = images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
+    s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
+    return np.ascontiguousarray((x - m) / s, dtype=np.float32)
+
+
 def resolve_onnx_path(target: str | Path) -> Path:
     """An ``.onnx`` file, or a run directory holding ``export/model.onnx``."""
     path = Path(target)
@@ -55,9 +64,6 @@ class OnnxClassifier:
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise DataError(f"{self.path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
         self.metadata: ExportMetadata = read_onnx_metadata(self.path, self.session.get_modelmeta().custom_metadata_map)
-        p = self.metadata.preprocessing
-        self._mean = np.asarray(p["mean"], np.float32).reshape(1, -1, 1, 1)
-        self._std = np.asarray(p["std"], np.float32).reshape(1, -1, 1, 1)
 
     @property
     def class_names(self) -> list[str]:
@@ -70,8 +76,7 @@ class OnnxClassifier:
         if images.ndim != 4 or images.shape[1:] != expected:
             raise DataError(f"images of shape {images.shape[1:]} given; {self.path.name} takes (N, {expected[0]}, "
                             f"{expected[1]}, {expected[2]}) uint8 (use load_inputs / predict_files to resize)")
-        x = images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-        return np.ascontiguousarray((x - self._mean) / self._std, dtype=np.float32)
+        return normalize_uint8(images, p["mean"], p["std"])
 
     def logits(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         m = self.metadata
@@ -97,12 +102,9 @@ class OnnxClassifier:
         probs = self.predict_arrays(images)
         uncertainty = predictive_entropy(probs, multilabel=m.multilabel)
         threshold = m.abstain_threshold if abstain else None
-        write_predictions_csv(out_csv, kept, probs, uncertainty, m.class_names, m.multilabel, threshold=threshold,
-                              failed=failed)
-        result = {"n_predicted": len(kept), "n_skipped": len(failed), "out": str(out_csv), "backend": "onnx"}
-        if threshold is not None:
-            result["n_abstained"] = int((uncertainty > threshold).sum())
-        return result
+        result = write_predictions_csv(out_csv, kept, probs, uncertainty, m.class_names, m.multilabel,
+                                       threshold=threshold, failed=failed)
+        return {**result, "backend": "onnx"}
 
 
 def main(argv: list[str] | None = None) -> int:

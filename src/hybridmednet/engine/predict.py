@@ -61,9 +61,5 @@ def predict_files(run_path: str | Path, inputs: list[str], out_csv: str | Path, 
                                   multilabel=meta["multilabel"], batch_size=cfg.data.eval_batch_size)
         probs, uncertainty = uncertainty_columns(probs, calibration, meta["multilabel"])
     threshold = calibration["abstain_threshold"] if (abstain and calibration) else None
-    write_predictions_csv(out_csv, kept, probs, uncertainty, class_names, meta["multilabel"], threshold=threshold,
-                          failed=failed)
-    result = {"n_predicted": len(kept), "n_skipped": len(failed), "out": str(out_csv)}
-    if threshold is not None:
-        result["n_abstained"] = int((uncertainty > threshold).sum())
-    return result
+    return write_predictions_csv(out_csv, kept, probs, uncertainty, class_names, meta["multilabel"],
+                                 threshold=threshold, failed=failed)

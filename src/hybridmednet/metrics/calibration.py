@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import expit, log_softmax, softmax
+from scipy.special import log_softmax
 
 from hybridmednet.metrics.classification import _check
+from hybridmednet.utils.probability import probabilities
 
 
 def _is_multilabel(probs: np.ndarray, targets, multilabel: bool | None) -> bool:
@@ -128,5 +129,4 @@ class TemperatureScaler:
 
     def transform(self, logits) -> np.ndarray:
         """Calibrated probabilities (N, C) float64."""
-        z = np.asarray(logits, dtype=np.float64) / self.temperature
-        return expit(z) if self.multilabel else softmax(z, axis=1)
+        return probabilities(logits, self.multilabel, self.temperature)
