@@ -51,11 +51,20 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from hybridmednet.engine.evaluate import evaluate_run
+    flips = tuple(args.tta.split(",")) if args.tta else ("none",)
+    if len(args.run) == 1 and flips == ("none",):
+        from hybridmednet.engine.evaluate import evaluate_run
 
-    result = evaluate_run(args.run, args.split, n_bootstrap=args.n_bootstrap, device=args.device)
+        result = evaluate_run(args.run[0], args.split, n_bootstrap=args.n_bootstrap, device=args.device)
+        written = Path(args.run[0]) / "metrics.json"
+    else:
+        from hybridmednet.engine.ensemble import evaluate_ensemble
+
+        written = Path(args.out or Path(args.run[0]) / f"ensemble_{args.split}.json")
+        kwargs = {} if args.n_bootstrap is None else {"n_bootstrap": args.n_bootstrap}
+        result = evaluate_ensemble(args.run, args.split, flips=flips, out=written, device=args.device, **kwargs)
     print(json.dumps({k: result["metrics"][k] for k in result["ci95"]} | {"ci95": result["ci95"], "n": result["n"]}, indent=2))
-    print(f"wrote {Path(args.run) / 'metrics.json'}")
+    print(f"wrote {written}")
     return 0
 
 
@@ -194,9 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a run's validation-selected checkpoint")
-    p.add_argument("run")
+    p = sub.add_parser("evaluate", help="evaluate a run's validation-selected checkpoint (several runs: their ensemble)")
+    p.add_argument("run", nargs="+", help="run directories; with more than one, their probabilities are averaged")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--tta", default=None, metavar="FLIPS",
+                   help="average over flips, e.g. none,h,v,hv (decide on --split val before reading test)")
+    p.add_argument("--out", default=None, help="ensemble/TTA metrics JSON (default RUN/ensemble_<split>.json)")
     p.add_argument("--n-bootstrap", type=int, default=None)
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_evaluate)

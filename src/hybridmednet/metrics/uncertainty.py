@@ -16,6 +16,7 @@ from hybridmednet.data.preprocess import normalize_batch
 from hybridmednet.engine.inference import logits_to_probs
 from hybridmednet.errors import ConfigError
 from hybridmednet.utils.probability import predictive_entropy
+from hybridmednet.models.output import as_output
 
 __all__ = ["predictive_entropy", "max_prob_uncertainty", "correct_predictions", "accuracy_coverage_curve",
            "choose_abstain_threshold", "mc_dropout_predict", "tta_predict"]
@@ -104,7 +105,7 @@ def _batches(images: np.ndarray, mean, std, runtime, batch_size: int):
 
 def _probs(model: nn.Module, x: torch.Tensor, runtime, multilabel: bool) -> np.ndarray:
     with runtime.autocast():
-        logits = model(x)
+        logits = as_output(model(x)).logits
     return logits_to_probs(logits.float(), multilabel).cpu().double().numpy()
 
 
