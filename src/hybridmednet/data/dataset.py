@@ -12,9 +12,11 @@ from torch.utils.data import Dataset, Sampler
 
 
 class ArrayDataset(Dataset):
-    def __init__(self, images: np.ndarray, targets: np.ndarray, transform=None, seed: int = 0):
+    def __init__(self, images: np.ndarray, targets: np.ndarray, transform=None, seed: int = 0,
+                 extras: dict[str, np.ndarray] | None = None):
         self.images = images
         self.targets = torch.as_tensor(targets)
+        self.extras = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in (extras or {}).items()}
         self.transform = transform
         self.seed = seed
         self.epoch = 0
@@ -38,6 +40,8 @@ class ArrayDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image=image)["image"]
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if self.extras:  # clinical inputs of multimodal models, batched by the default collate
+            return tensor, self.targets[index], {k: v[index] for k, v in self.extras.items()}
         return tensor, self.targets[index]
 
 

@@ -1,6 +1,7 @@
-"""Per-sample metadata (sex, age, body site ...) matched to a run's sample ids, for subgroups.
+"""Per-sample metadata (sex, age, body site ...) matched to a run's sample ids.
 
-Metadata is only ever used to *analyse* predictions; it never reaches the model here.
+One reader serves both uses: subgroup analysis of predictions (``eval.subgroups``) and clinical
+model inputs (``data.clinical.table``). Values that are empty or ``unknown`` count as missing.
 """
 
 from __future__ import annotations
@@ -9,33 +10,44 @@ import pandas as pd
 
 from hybridmednet.errors import DataError
 
+MISSING = ("", "unknown", "nan", "NaN", "none", "None")
 
-def _read(path: str) -> pd.DataFrame:
+
+def _read(path: str, key: str) -> pd.DataFrame:
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
-        raise DataError(f"{path}: metadata CSV not found; fix eval.subgroups.path") from None
+        raise DataError(f"{path}: metadata CSV not found; fix {key}.path") from None
 
 
-def load_subgroup_values(cfg, ids: list[str]) -> dict[str, list[str | None]]:
-    """Attribute name -> one value per id (None where the id or value is missing)."""
-    frame = _read(cfg.path)
+def load_metadata_rows(cfg, ids: list[str], columns: list[str], *, key: str) -> dict[str, list[str | None]]:
+    """Column -> one value per id (None where the id has no row or the value is missing).
+
+    ``cfg`` is a :class:`MetadataTableConfig`; ``key`` names it in errors (``eval.subgroups``).
+    """
+    frame = _read(cfg.path, key)
     if cfg.join_path:
-        other = _read(cfg.join_path)
+        other = _read(cfg.join_path, key)
         for name, table in ((cfg.path, frame), (cfg.join_path, other)):
             if cfg.join_on not in table.columns:
-                raise DataError(f"{name}: no column '{cfg.join_on}' to join on (eval.subgroups.join_on)")
+                raise DataError(f"{name}: no column '{cfg.join_on}' to join on ({key}.join_on)")
         frame = frame.merge(other, on=cfg.join_on, how="left", suffixes=("", "_joined"))
-    missing = [c for c in cfg.columns.values() if c not in frame.columns]
+    missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(f"{cfg.path}: metadata has no column(s) {missing}; columns: {', '.join(frame.columns)}")
     try:
         keys = [cfg.id_template.format(**row) for row in frame.to_dict("records")]
     except KeyError as exc:
-        raise DataError(f"{cfg.path}: eval.subgroups.id_template names column {exc}, which the CSV lacks") from None
-    rows = dict(zip(keys, frame[list(cfg.columns.values())].to_dict("records")))
+        raise DataError(f"{cfg.path}: {key}.id_template names column {exc}, which the CSV lacks") from None
+    rows = dict(zip(keys, frame[columns].to_dict("records")))
     out = {}
-    for name, column in cfg.columns.items():
+    for column in columns:
         values = [rows.get(i, {}).get(column) for i in ids]
-        out[name] = [v if v not in ("", None, "unknown") else None for v in values]
+        out[column] = [v if v not in MISSING and v is not None else None for v in values]
     return out
+
+
+def load_subgroup_values(cfg, ids: list[str]) -> dict[str, list[str | None]]:
+    """Attribute name -> one value per id (None where the id or value is missing)."""
+    values = load_metadata_rows(cfg, ids, list(dict.fromkeys(cfg.columns.values())), key="eval.subgroups")
+    return {name: values[column] for name, column in cfg.columns.items()}

@@ -26,6 +26,7 @@ class SplitArrays:
     targets: np.ndarray
     groups: list[str | None] | None = None
     texts: list[str | None] | None = None
+    clinical: dict[str, np.ndarray] | None = None  # the model's clinical inputs, one row per sample
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -39,6 +40,7 @@ class PreparedData:
     source: str
     audit: dict = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    clinical_spec: dict | None = None  # fitted on train; stored with the checkpoint
 
     def class_counts(self) -> dict[str, list[int]]:
         out = {}
@@ -70,11 +72,13 @@ def prepare_data(cfg, *, splits_wanted=SPLITS) -> PreparedData:
     """Build the splits named in ``splits_wanted`` (decoding only those)."""
     table = build_table(cfg.source)
     assignment = assign_splits(table, cfg.split.strategy, cfg.split.val_fraction, cfg.split.test_fraction, cfg.split.seed)
-    parts, skipped = {}, []
+    parts, skipped, train_ids = {}, [], []
     for name, part in split_table(table, assignment).items():
+        part = _cap(part, cfg.max_samples_per_split, cfg.split.seed)
+        if name == "train":
+            train_ids = list(part.ids)
         if name not in splits_wanted:
             continue
-        part = _cap(part, cfg.max_samples_per_split, cfg.split.seed)
         parts[name], bad = _to_arrays(part, cfg, cfg.skip_bad)
         skipped += [(f"{name}:{i}", reason) for i, reason in bad]
     data = PreparedData(splits=parts, class_names=table.class_names, multilabel=table.multilabel,
@@ -87,4 +91,27 @@ def prepare_data(cfg, *, splits_wanted=SPLITS) -> PreparedData:
                             "add images or remove them from data.source.class_names")
     if len(parts) > 1:
         data.audit = audit_leakage(parts)
+    if cfg.clinical is not None:
+        data.clinical_spec = _attach_clinical(cfg, train_ids, parts)
     return data
+
+
+def _attach_clinical(cfg, train_ids: list[str], parts: dict[str, SplitArrays]) -> dict:
+    """Fit the clinical inputs on the training split's metadata, then build every wanted split's."""
+    from hybridmednet.data.clinical import (check_no_leak, clinical_arrays, fit_clinical_spec, load_clinical_values,
+                                            resolve_table)
+    from hybridmednet.data.materialize import cache_dir
+
+    c = cfg.clinical
+    check_no_leak(c, getattr(cfg.source, "label_column", None))
+    table = resolve_table(c, cfg.source)
+    spec = fit_clinical_spec(c, load_clinical_values(c, table, train_ids), len(train_ids))
+    # All splits at once, so a frozen text encoder runs (or reads its cache) once.
+    ids = [i for part in parts.values() for i in part.ids]
+    arrays = clinical_arrays(c, spec, load_clinical_values(c, table, ids), len(ids),
+                             cache_dir=cache_dir() if cfg.cache else None)
+    start = 0
+    for part in parts.values():
+        part.clinical = {k: v[start:start + len(part)] for k, v in arrays.items()}
+        start += len(part)
+    return spec

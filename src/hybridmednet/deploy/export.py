@@ -2,7 +2,8 @@
 deployable file with its preprocessing and class names embedded, checked against PyTorch.
 
 The file takes a float32 ``(batch, C, S, S)`` input normalised with the embedded mean/std (batch
-is dynamic) and returns ``logits``. After writing, the export is run on fresh inputs at two batch
+is dynamic) and, for multimodal models, the clinical inputs named in the metadata; it returns
+``logits``. After writing, the export is run on fresh inputs at two batch
 sizes and compared with the PyTorch model; above ``tolerance`` (max abs logit difference) the
 export fails and no file is left behind. Files are written to a temporary name and moved into
 place only after the check passes, so an older export is never half-overwritten.
@@ -28,31 +29,53 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".ts"}
 DEFAULT_TOLERANCE = 1e-3
 
 
-def parity_inputs(metadata: ExportMetadata, batch: int, seed: int) -> np.ndarray:
-    """Random uint8 images normalised exactly as deployment will: realistic value ranges."""
+def parity_inputs(metadata: ExportMetadata, batch: int, seed: int) -> dict[str, np.ndarray]:
+    """Graph input name -> array: random uint8 images normalised exactly as deployment will
+    (realistic value ranges) and, for multimodal models, random clinical inputs of the right kind
+    (some cases without clinical input)."""
     p = metadata.preprocessing
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (batch, p["image_size"], p["image_size"], p["channels"]), dtype=np.uint8)
-    return normalize_uint8(images, p["mean"], p["std"])
+    inputs = {metadata.input_name: normalize_uint8(images, p["mean"], p["std"])}
+    spec, tokens = metadata.clinical_spec, 3 + seed
+    for name in metadata.clinical_inputs or []:
+        if name == "clinical_present":
+            inputs[name] = (np.arange(batch) % 3 != 2).astype(np.float32)
+        elif name == "tabular":
+            inputs[name] = rng.normal(size=(batch, spec["tabular_dim"])).astype(np.float32)
+        elif name == "token_ids":
+            inputs[name] = rng.integers(1, len(spec["vocab"]), (batch, tokens)).astype(np.int64)
+        elif name == "text_states":
+            inputs[name] = rng.normal(size=(batch, len(spec["layers"]), tokens, spec["feature_dim"])).astype(np.float32)
+        elif name == "text_mask":
+            inputs[name] = np.arange(tokens)[None, :] < rng.integers(1, tokens + 1, (batch, 1))
+    return inputs
 
 
-def _torch_logits(module: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+def _dynamic_axes(names: list[str]) -> dict[str, dict[int, str]]:
+    """Batch is dynamic everywhere; so is the token count of text inputs."""
+    token_axis = {"token_ids": 1, "text_mask": 1, "text_states": 2}
+    return {n: {0: "batch", **({token_axis[n]: "tokens"} if n in token_axis else {})} for n in names}
+
+
+def _torch_logits(module: torch.nn.Module, inputs: dict[str, np.ndarray]) -> np.ndarray:
     with torch.no_grad():
-        return module(torch.from_numpy(x)).float().numpy()
+        return module(*(torch.from_numpy(v) for v in inputs.values())).float().numpy()
 
 
 def write_onnx(module: torch.nn.Module, path: Path, metadata: ExportMetadata, opset: int = 17) -> None:
     """TorchScript-based exporter (the dynamo exporter needs onnxscript and is slower to run)."""
     import onnx
 
-    example = torch.from_numpy(parity_inputs(metadata, 2, seed=0))
+    example = parity_inputs(metadata, 2, seed=0)
+    names = list(example)
     with warnings.catch_warnings():  # legacy-exporter notice; shape checks trace to constants
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         try:
-            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
-                              input_names=[metadata.input_name], output_names=[metadata.output_name],
-                              dynamic_axes={metadata.input_name: {0: "batch"}, metadata.output_name: {0: "batch"}})
+            torch.onnx.export(module, tuple(torch.from_numpy(v) for v in example.values()), str(path), dynamo=False,
+                              opset_version=opset, input_names=names, output_names=[metadata.output_name],
+                              dynamic_axes=_dynamic_axes(names) | {metadata.output_name: {0: "batch"}})
         except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one clear error
             raise ExportError(f"ONNX export of {metadata.model_name!r} failed: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:300]}") from exc
@@ -63,16 +86,17 @@ def write_onnx(module: torch.nn.Module, path: Path, metadata: ExportMetadata, op
     onnx.save(proto, str(path))
 
 
-def onnx_logits(path: Path, x: np.ndarray, metadata: ExportMetadata) -> np.ndarray:
+def onnx_logits(path: Path, inputs: dict[str, np.ndarray], metadata: ExportMetadata) -> np.ndarray:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run([metadata.output_name], {metadata.input_name: x})[0]
+    wanted = {i.name for i in session.get_inputs()}  # an input the graph ignores (metadata-only: the image) is dropped
+    return session.run([metadata.output_name], {k: v for k, v in inputs.items() if k in wanted})[0]
 
 
 def write_torchscript(module: torch.nn.Module, path: Path, metadata: ExportMetadata, opset: int | None = None) -> None:
     """Traced (not scripted): every registered model is traceable; ``opset`` is ONNX-only."""
-    example = torch.from_numpy(parity_inputs(metadata, 2, seed=0))
+    example = tuple(torch.from_numpy(v) for v in parity_inputs(metadata, 2, seed=0).values())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -90,8 +114,8 @@ def load_torchscript(path: str | Path, extra_files: dict | None = None) -> torch
         return torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files if extra_files is not None else {})
 
 
-def torchscript_logits(path: Path, x: np.ndarray, metadata: ExportMetadata) -> np.ndarray:
-    return _torch_logits(load_torchscript(path), x)
+def torchscript_logits(path: Path, inputs: dict[str, np.ndarray], metadata: ExportMetadata) -> np.ndarray:
+    return _torch_logits(load_torchscript(path), inputs)
 
 
 def read_torchscript_metadata(path: str | Path) -> ExportMetadata:

@@ -30,6 +30,10 @@ class ExportMetadata:
     input_name: str = "input"
     output_name: str = "logits"
     format_version: int = FORMAT_VERSION
+    # Multimodal models: the clinical inputs' fitted spec (columns, vocabulary / encoder, feature
+    # statistics) and the extra graph inputs after the image, in order.
+    clinical_spec: dict | None = None
+    clinical_inputs: list[str] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -58,7 +62,16 @@ def build_metadata(meta: dict, model_name: str, calibration: dict | None) -> Exp
     return ExportMetadata(class_names=list(meta["class_names"]), multilabel=bool(meta["multilabel"]), preprocessing=prep,
                           model_name=model_name, checkpoint_sha256=meta["weights_sha256"],
                           temperature=calibration["temperature"] if calibration else None,
-                          abstain_threshold=calibration["abstain_threshold"] if calibration else None)
+                          abstain_threshold=calibration["abstain_threshold"] if calibration else None,
+                          clinical_spec=meta.get("clinical_spec"), clinical_inputs=_clinical_inputs(meta))
+
+
+def _clinical_inputs(meta: dict) -> list[str] | None:
+    if not meta.get("clinical_spec"):
+        return None
+    from hybridmednet.models.multimodal import clinical_input_names
+
+    return clinical_input_names(meta["clinical_spec"])
 
 
 def read_onnx_metadata(path: str | Path, props: dict[str, str]) -> ExportMetadata:

@@ -64,6 +64,10 @@ class OnnxClassifier:
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise DataError(f"{self.path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
         self.metadata: ExportMetadata = read_onnx_metadata(self.path, self.session.get_modelmeta().custom_metadata_map)
+        if self.metadata.clinical_inputs:
+            raise DataError(f"{self.path}: a multimodal model (inputs {[self.metadata.input_name, *self.metadata.clinical_inputs]}); "
+                            "this runtime feeds images only: use `hybridmednet predict RUN table.csv` (PyTorch), which "
+                            "builds the clinical inputs, or an onnxruntime session with those inputs")
 
     @property
     def class_names(self) -> list[str]:

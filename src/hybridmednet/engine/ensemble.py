@@ -51,7 +51,8 @@ def ensemble_probabilities(run_paths, split: str = "test", *, flips=("none",), d
             model = model.to(memory_format=torch.channels_last)
         prep = meta["preprocessing"]
         probs, _ = tta_predict(model, data.splits[split].images, mean=prep["mean"], std=prep["std"], runtime=runtime,
-                               multilabel=data.multilabel, flips=tuple(flips), batch_size=cfg.data.eval_batch_size)
+                               multilabel=data.multilabel, flips=tuple(flips), batch_size=cfg.data.eval_batch_size,
+                               extras=data.splits[split].clinical)
         total = probs if total is None else total + probs
     return total / len(runs), data.splits[split], data.class_names, data.multilabel
 

@@ -39,7 +39,9 @@ def write_predictions(path: Path, ids, probs: np.ndarray, targets: np.ndarray, c
 
 
 def evaluate_run(run_path: str | Path, split: str = "test", *, n_bootstrap: int | None = None,
-                 device: str | None = None) -> dict:
+                 device: str | None = None, without_clinical: bool = False) -> dict:
+    """``without_clinical``: a multimodal model evaluated as if no case had clinical input (robustness
+    to missing text); stored under ``<split>_without_clinical``."""
     run = RunDir(Path(run_path))
     model, meta, cfg = load_trained_model(run)
     runtime = make_runtime(cfg.train, device=device)
@@ -52,9 +54,15 @@ def evaluate_run(run_path: str | Path, split: str = "test", *, n_bootstrap: int 
     if data.class_names != meta["class_names"]:
         raise DataError(f"{data.source}: classes {data.class_names} differ from the model's {meta['class_names']}")
     part = data.splits[split]
+    key = split
+    if without_clinical:
+        if part.clinical is None:
+            raise DataError(f"{run.path}: --without-clinical needs a multimodal run (data.clinical); this one has none")
+        part.clinical = part.clinical | {"clinical_present": np.zeros_like(part.clinical["clinical_present"])}
+        key = f"{split}_without_clinical"
     prep = meta["preprocessing"]
     probs, _ = predict_arrays(model, part.images, mean=prep["mean"], std=prep["std"], runtime=runtime,
-                              multilabel=data.multilabel, batch_size=cfg.data.eval_batch_size)
+                              multilabel=data.multilabel, batch_size=cfg.data.eval_batch_size, extras=part.clinical)
     n_boot = cfg.eval.n_bootstrap if n_bootstrap is None else n_bootstrap
     result = compute_metrics(probs, part.targets, data.class_names, multilabel=data.multilabel,
                              n_bootstrap=n_boot, seed=cfg.seed)
@@ -63,7 +71,7 @@ def evaluate_run(run_path: str | Path, split: str = "test", *, n_bootstrap: int 
                               "selected_on": f"val {cfg.train.monitor}"},
                   git_commit=git_commit(), evaluated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     merged = json.loads(run.metrics_json.read_text()) if run.metrics_json.exists() else {}
-    merged[split] = result
+    merged[key] = result
     atomic_write_json(run.metrics_json, merged)
-    write_predictions(run.path / f"predictions_{split}.csv", part.ids, probs, part.targets, data.class_names, data.multilabel)
+    write_predictions(run.path / f"predictions_{key}.csv", part.ids, probs, part.targets, data.class_names, data.multilabel)
     return result

@@ -38,6 +38,34 @@ def uncertainty_columns(probs: np.ndarray, calibration: dict | None, multilabel:
     return probs, predictive_entropy(probs, multilabel=multilabel)
 
 
+def clinical_inputs_for(inputs: list[str], kept: list[str], clinical_cfg, spec: dict, path_column: str) -> dict:
+    """A multimodal model's clinical inputs for the predicted images, read from the input CSV(s):
+    one row per image with ``path_column`` and the columns the model was trained on (an empty
+    cell means unknown and is rendered as such)."""
+    import pandas as pd
+
+    from hybridmednet.data.clinical import clinical_arrays
+    from hybridmednet.data.materialize import cache_dir
+    from hybridmednet.data.metadata import MISSING
+
+    csvs = [Path(i) for i in inputs if Path(i).suffix.lower() == ".csv"]
+    if len(csvs) != len(inputs):
+        raise DataError(f"this model also takes clinical inputs ({', '.join(spec['columns'])}): pass a CSV with a "
+                        f"'{path_column}' column and those columns (empty cell = unknown), not bare images or folders")
+    rows = {}
+    for path in csvs:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        absent = [c for c in spec["columns"] if c not in frame.columns]
+        if absent:
+            raise DataError(f"{path}: no column(s) {absent}, which the model was trained on; the CSV has: "
+                            f"{', '.join(frame.columns)}; add them (empty cells mean unknown)")
+        for row in frame.to_dict("records"):
+            image = row[path_column] if Path(row[path_column]).is_absolute() else str(path.parent / row[path_column])
+            rows[image] = row
+    values = {c: [None if rows[k][c] in MISSING else rows[k][c] for k in kept] for c in spec["columns"]}
+    return clinical_arrays(clinical_cfg, spec, values, len(kept), cache_dir=cache_dir())
+
+
 def predict_files(run_path: str | Path, inputs: list[str], out_csv: str | Path, *, skip_bad: bool = False,
                   path_column: str = "path", device: str | None = None, abstain: bool = False) -> dict:
     """``abstain=True`` marks cases whose uncertainty exceeds the threshold chosen on val
@@ -55,10 +83,13 @@ def predict_files(run_path: str | Path, inputs: list[str], out_csv: str | Path, 
     runtime = make_runtime(cfg.train, device=device)
     model = model.to(runtime.device)
     images, kept, failed = load_inputs(expand_inputs(inputs, path_column), prep, skip_bad=skip_bad)
+    extras = None
+    if meta.get("clinical_spec") and len(images):
+        extras = clinical_inputs_for(inputs, kept, cfg.data.clinical, meta["clinical_spec"], path_column)
     probs, uncertainty = np.zeros((0, len(class_names))), np.zeros(0)
     if len(images):
         probs, _ = predict_arrays(model, images, mean=prep["mean"], std=prep["std"], runtime=runtime,
-                                  multilabel=meta["multilabel"], batch_size=cfg.data.eval_batch_size)
+                                  multilabel=meta["multilabel"], batch_size=cfg.data.eval_batch_size, extras=extras)
         probs, uncertainty = uncertainty_columns(probs, calibration, meta["multilabel"])
     threshold = calibration["abstain_threshold"] if (abstain and calibration) else None
     return write_predictions_csv(out_csv, kept, probs, uncertainty, class_names, meta["multilabel"],

@@ -50,12 +50,25 @@ def git_commit() -> str | None:
 
 
 def build_model_from_config(cfg: ExperimentConfig, num_classes: int, *, pretrained: bool | None = None,
-                            num_coarse: int | None = None) -> nn.Module:
-    """``num_coarse`` (from a taxonomy) turns on a model's coarse head; models without one refuse it."""
+                            num_coarse: int | None = None, clinical_spec: dict | None = None) -> nn.Module:
+    """``num_coarse`` (from a taxonomy) turns on a model's coarse head; models without one refuse it.
+    A multimodal config (``model.multimodal``) wraps the image model with the clinical encoder and
+    fusion; ``clinical_spec`` is the clinical inputs' fitted description (data or checkpoint)."""
     from hybridmednet.errors import ConfigError
     from hybridmednet.models import create_model
 
     m = cfg.model
+    if m.multimodal is not None:
+        from hybridmednet.models.multimodal import build_multimodal
+
+        if num_coarse:
+            raise ConfigError("data.taxonomy (coarse head) is not supported with model.multimodal; remove one of them")
+        if clinical_spec is None:
+            raise ConfigError("model.multimodal: the clinical inputs' spec is missing (data.clinical, or the checkpoint's)")
+        image = None if m.multimodal.fusion == "clinical_only" else build_model_from_config(
+            cfg.model_copy(update={"model": m.model_copy(update={"multimodal": None})}), num_classes, pretrained=pretrained)
+        return build_multimodal(image, num_classes, clinical_spec, m.multimodal, image_size=cfg.data.image_size,
+                                in_chans=cfg.data.channels, drop_rate=m.drop_rate)
     use_pretrained = m.pretrained if pretrained is None else pretrained
     extra = {"num_coarse": num_coarse} if num_coarse else {}
     try:
@@ -92,7 +105,8 @@ def load_trained_model(run: RunDir | Path | str, tag: str = "best") -> tuple[nn.
     cfg = run.config()
     tensors, meta = load_checkpoint(run.checkpoints, tag)
     num_coarse = len(meta["coarse_names"]) if meta.get("coarse_names") else None
-    model = build_model_from_config(cfg, len(meta["class_names"]), pretrained=False, num_coarse=num_coarse)
+    model = build_model_from_config(cfg, len(meta["class_names"]), pretrained=False, num_coarse=num_coarse,
+                                    clinical_spec=meta.get("clinical_spec"))
     # A channel-pruned run's architecture is rebuilt from its starting run; a QAT run's checkpoints
     # hold the fake-quant parametrization, stripped after loading (the result is the plain model).
     model, _ = adapt_for_run(model, cfg, {len(meta["class_names"]), num_coarse or 0}, for_training=False)

@@ -114,7 +114,7 @@ class Trainer:
     def _loader(self, data: PreparedData) -> DataLoader:
         d, train = self.cfg.data, data.splits["train"]
         transform = build_train_transform(d.augment, d.image_size, d.channels, self.cfg.seed)
-        self.dataset = ArrayDataset(train.images, train.targets, transform, seed=self.cfg.seed)
+        self.dataset = ArrayDataset(train.images, train.targets, transform, seed=self.cfg.seed, extras=train.clinical)
         weights = balanced_weights(train.targets) if d.balanced_sampling else None
         self.sampler = EpochSampler(len(train), seed=self.cfg.seed, weights=weights,
                                     rank=self.rt.rank, world_size=self.rt.world_size)
@@ -148,7 +148,8 @@ class Trainer:
         if cfg.data.taxonomy:
             self.fine_to_coarse, self.coarse_names = fine_to_coarse(cfg.data.taxonomy, data.class_names)
         seed_everything(cfg.seed)
-        raw = build_model_from_config(cfg, len(data.class_names), num_coarse=len(self.coarse_names or []) or None)
+        raw = build_model_from_config(cfg, len(data.class_names), num_coarse=len(self.coarse_names or []) or None,
+                                      clinical_spec=data.clinical_spec)
         raw, self.masks = adapt_for_run(raw, cfg, {len(data.class_names), len(self.coarse_names or [])}, for_training=True)
         if cfg.train.prune:
             from hybridmednet.deploy.prune import sparsity
@@ -232,14 +233,15 @@ class Trainer:
 
             bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False, dynamic_ncols=True)
         start = time.perf_counter()
-        for i, (images, targets) in enumerate(loader):
+        for i, (images, targets, *extras) in enumerate(loader):
             x = normalize_batch(images.to(rt.device, non_blocking=True), self.mean, self.std, channels_last=rt.channels_last)
             y = targets.to(rt.device, non_blocking=True)
+            clinical = {k: v.to(rt.device, non_blocking=True) for k, v in extras[0].items()} if extras else {}
             sync = (i + 1) % accum == 0 or i + 1 == n_batches
             context = model.no_sync() if rt.distributed and not sync else nullcontext()
             with context:
                 with rt.autocast():
-                    out = as_output(model(x))
+                    out = as_output(model(x, **clinical))
                 aux = raw.aux_losses(out, y) if hasattr(raw, "aux_losses") else None
                 loss, _ = self.task_loss(out, y, aux)
                 scaled = loss / accum
@@ -282,7 +284,7 @@ class Trainer:
         val, data = self.data.splits["val"], self.data
         probs, loss = predict_arrays(model, val.images, mean=self.mean, std=self.std, runtime=self.rt,
                                      multilabel=data.multilabel, batch_size=self.cfg.data.eval_batch_size,
-                                     targets=val.targets, loss_fn=self.loss_fn)
+                                     targets=val.targets, loss_fn=self.loss_fn, extras=val.clinical)
         if data.multilabel:
             metrics = multi_label_metrics(probs, val.targets, data.class_names)
             metrics["auc"] = metrics["mean_auc"]
@@ -343,6 +345,7 @@ class Trainer:
         d = self.cfg.data
         return {"config": self.cfg.model_dump(mode="json"), "class_names": self.data.class_names,
                 "coarse_names": self.coarse_names, "fine_to_coarse": self.fine_to_coarse,
+                "clinical_spec": self.data.clinical_spec,
                 "multilabel": self.data.multilabel, "git_commit": git_commit(), "torch": torch.__version__,
                 "preprocessing": {"image_size": d.image_size, "channels": d.channels, "resize": d.resize,
                                   "mean": self.mean, "std": self.std, "input": "uint8 RGB/grey, /255, (x-mean)/std"}}

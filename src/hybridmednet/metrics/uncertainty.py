@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from hybridmednet.data.preprocess import normalize_batch
-from hybridmednet.engine.inference import logits_to_probs
+from hybridmednet.engine.inference import batch_extras, logits_to_probs
 from hybridmednet.errors import ConfigError
 from hybridmednet.utils.probability import predictive_entropy
 from hybridmednet.models.output import as_output
@@ -96,16 +96,18 @@ def choose_abstain_threshold(val_uncertainty, val_correct, target_accuracy: floa
     return float(thr[np.flatnonzero(cov >= target_coverage - 1e-12)[0]])
 
 
-def _batches(images: np.ndarray, mean, std, runtime, batch_size: int):
-    """Normalised (B, C, H, W) tensors, exactly as :func:`predict_arrays` builds them."""
+def _batches(images: np.ndarray, mean, std, runtime, batch_size: int, extras=None):
+    """``(x, clinical)``: normalised (B, C, H, W) tensors, exactly as :func:`predict_arrays` builds
+    them, and the batch's clinical inputs (empty for image-only models)."""
     for start in range(0, len(images), batch_size):
         chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size].transpose(0, 3, 1, 2)))
-        yield normalize_batch(chunk.to(runtime.device), mean, std, channels_last=runtime.channels_last)
+        x = normalize_batch(chunk.to(runtime.device), mean, std, channels_last=runtime.channels_last)
+        yield x, batch_extras(extras, start, batch_size, runtime.device)
 
 
-def _probs(model: nn.Module, x: torch.Tensor, runtime, multilabel: bool) -> np.ndarray:
+def _probs(model: nn.Module, x: torch.Tensor, runtime, multilabel: bool, clinical=None) -> np.ndarray:
     with runtime.autocast():
-        logits = as_output(model(x)).logits
+        logits = as_output(model(x, **(clinical or {}))).logits
     return logits_to_probs(logits.float(), multilabel).cpu().double().numpy()
 
 
@@ -136,7 +138,7 @@ class _Moments:
 @torch.no_grad()
 def mc_dropout_predict(model: nn.Module, images_uint8: np.ndarray, *, mean, std, runtime, multilabel: bool,
                        n_samples: int = 20, batch_size: int = 256, uncertainty: str = "std",
-                       seed: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+                       seed: int | None = 0, extras=None) -> tuple[np.ndarray, np.ndarray]:
     """Monte-Carlo dropout: ``n_samples`` passes with only the Dropout modules in train mode.
 
     BatchNorm (and everything else) stays in eval mode, so running statistics are neither used
@@ -169,10 +171,10 @@ def mc_dropout_predict(model: nn.Module, images_uint8: np.ndarray, *, mean, std,
         with torch.random.fork_rng(devices=devices, enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            for x in _batches(images_uint8, mean, std, runtime, batch_size):
+            for x, clinical in _batches(images_uint8, mean, std, runtime, batch_size, extras):
                 acc = _Moments(multilabel)
                 for _ in range(n_samples):
-                    acc.add(_probs(model, x, runtime, multilabel))
+                    acc.add(_probs(model, x, runtime, multilabel, clinical))
                 m_, s_, mi_ = acc.result()
                 means.append(m_)
                 us.append(s_ if uncertainty == "std" else mi_)
@@ -184,7 +186,7 @@ def mc_dropout_predict(model: nn.Module, images_uint8: np.ndarray, *, mean, std,
 
 @torch.no_grad()
 def tta_predict(model: nn.Module, images_uint8: np.ndarray, *, mean, std, runtime, multilabel: bool,
-                flips=("none", "h", "v", "hv"), batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+                flips=("none", "h", "v", "hv"), batch_size: int = 256, extras=None) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic flip test-time augmentation: ``(mean_probs (N, C), std over flips (N, C))``.
 
     Probabilities (not logits) are averaged. Vertical flips suit orientation-free images
@@ -198,10 +200,10 @@ def tta_predict(model: nn.Module, images_uint8: np.ndarray, *, mean, std, runtim
     means, stds = [], []
     try:
         model.eval()
-        for x in _batches(images_uint8, mean, std, runtime, batch_size):
+        for x, clinical in _batches(images_uint8, mean, std, runtime, batch_size, extras):
             acc = _Moments(multilabel)
             for f in flips:
-                acc.add(_probs(model, torch.flip(x, _FLIPS[f]) if _FLIPS[f] else x, runtime, multilabel))
+                acc.add(_probs(model, torch.flip(x, _FLIPS[f]) if _FLIPS[f] else x, runtime, multilabel, clinical))
             m_, s_, _ = acc.result()
             means.append(m_)
             stds.append(s_)

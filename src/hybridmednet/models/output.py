@@ -19,6 +19,7 @@ class ModelOutput:
     features: torch.Tensor | None = None  # (B, D) pooled embedding
     attention_maps: torch.Tensor | None = None  # (B, h, w) for explanations
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    image_logits: torch.Tensor | None = None  # multimodal models: the image-only head's logits
 
 
 def as_output(out) -> ModelOutput:
@@ -32,5 +33,5 @@ class LogitsOnly(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return as_output(self.model(x)).logits
+    def forward(self, x: torch.Tensor, *clinical: torch.Tensor) -> torch.Tensor:
+        return as_output(self.model(x, *clinical)).logits

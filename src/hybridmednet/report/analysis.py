@@ -52,7 +52,7 @@ def uncertainty_analysis(model, val, test, val_cal, test_cal, *, mean, std, runt
     has_dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
     if has_dropout:
         mc_probs, mc_unc = mc_dropout_predict(model, test.images, mean=mean, std=std, runtime=runtime,
-                                              multilabel=multilabel, n_samples=10, uncertainty="mi")
+                                              multilabel=multilabel, n_samples=10, uncertainty="mi", extras=test.clinical)
         curves["MC-dropout mutual information (10 passes)"] = accuracy_coverage_curve(mc_probs, test.targets, mc_unc)
     return {
         "measure": "normalised predictive entropy of temperature-scaled probabilities",
@@ -104,7 +104,7 @@ def analyse_run(run_path: str | Path, *, n_bootstrap: int | None = None, subgrou
 
     def probs_of(part):
         return predict_arrays(model, part.images, mean=mean, std=std, runtime=runtime, multilabel=multilabel,
-                              batch_size=cfg.data.eval_batch_size)[0]
+                              batch_size=cfg.data.eval_batch_size, extras=part.clinical)[0]
 
     val_probs, test_probs = probs_of(val), probs_of(test)
     calibration, scaler = calibrate(val_probs, val.targets, test_probs, test.targets, multilabel)
@@ -131,7 +131,7 @@ def analyse_run(run_path: str | Path, *, n_bootstrap: int | None = None, subgrou
     result["gallery"] = {title: [{"index": int(i), "id": test.ids[i], "true": _label(test.targets[i], names, multilabel),
                                   "predicted": _label(test_probs[i], names, multilabel, probs=True),
                                   "confidence": float(test_probs[i].max())} for i in idx] for title, idx in picks.items()}
-    if with_cam:
+    if with_cam and test.clinical is None:  # Grad-CAM explains image-only models; multimodal ones are skipped
         result["gallery_cams"] = _cams(model, test.images, picks, mean, std, test_probs)
     result["_probs"] = {"test": test_probs, "test_targets": test.targets}
     return result

@@ -1,0 +1,210 @@
+"""Image + clinical fusion blocks, one registry behind ``model.multimodal.fusion``.
+
+Every block takes the image tokens ``(B, N, D)`` and pooled vector ``(B, D)``, the clinical tokens
+``(B, T, D)`` with their mask ``(B, T)`` (True = real token; every row has at least one) and pooled
+vector ``(B, D)``, and returns one fused vector ``(B, out_dim)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hybridmednet.errors import ConfigError
+
+__all__ = ["FUSIONS", "create_fusion", "masked_mean", "MultiLevelFusion", "TokenAttention", "TransformerBlock"]
+
+FUSIONS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_fusion(name: str):
+    def wrap(cls):
+        FUSIONS[name] = cls
+        return cls
+
+    return wrap
+
+
+def create_fusion(name: str, dim: int, **kwargs) -> nn.Module:
+    if name not in FUSIONS:
+        raise ConfigError(f"model.multimodal.fusion: {name!r} is not one of {sorted(FUSIONS)}")
+    return FUSIONS[name](dim, **kwargs)
+
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.to(tokens.dtype).unsqueeze(-1)
+    return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+class _Fusion(nn.Module):
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.out_dim = out_dim
+
+
+@register_fusion("concat")
+class ConcatFusion(_Fusion):
+    """[image; clinical]: the baseline every other strategy must beat."""
+
+    def __init__(self, dim: int, **_):
+        super().__init__(dim, 2 * dim)
+
+    def forward(self, img_tokens, img_vec, txt_tokens, txt_mask, txt_vec):
+        return torch.cat([img_vec, txt_vec], dim=1)
+
+
+@register_fusion("add")
+class AddFusion(_Fusion):
+    def __init__(self, dim: int, **_):
+        super().__init__(dim, dim)
+
+    def forward(self, img_tokens, img_vec, txt_tokens, txt_mask, txt_vec):
+        return img_vec + txt_vec
+
+
+@register_fusion("multiply")
+class MultiplyFusion(_Fusion):
+    """Element-wise product; the clinical vector acts as a per-channel gain on the image's."""
+
+    def __init__(self, dim: int, **_):
+        super().__init__(dim, dim)
+
+    def forward(self, img_tokens, img_vec, txt_tokens, txt_mask, txt_vec):
+        return img_vec * txt_vec
+
+
+@register_fusion("gated")
+class GatedFusion(_Fusion):
+    """Gated multimodal unit (Arevalo et al. 2017): a learned per-channel mix of the two modalities."""
+
+    def __init__(self, dim: int, **_):
+        super().__init__(dim, dim)
+        self.img, self.txt, self.gate = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(2 * dim, dim)
+
+    def forward(self, img_tokens, img_vec, txt_tokens, txt_mask, txt_vec):
+        z = torch.sigmoid(self.gate(torch.cat([img_vec, txt_vec], dim=1)))
+        return z * torch.tanh(self.img(img_vec)) + (1 - z) * torch.tanh(self.txt(txt_vec))
+
+
+class TokenAttention(nn.Module):
+    """Multi-head attention of ``query`` over ``context`` tokens with a key mask (True = attend).
+
+    Written with ``unflatten``/``flatten`` over the head dimension only, so an exported graph keeps
+    batch and token counts dynamic (``nn.MultiheadAttention`` traces them into constants)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ConfigError(f"model.multimodal: dim {dim} must be divisible by heads {heads}")
+        self.heads = heads
+        self.q, self.kv, self.proj = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
+
+    def forward(self, query: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None):
+        q = self.q(query).unflatten(-1, (self.heads, -1)).transpose(1, 2)
+        k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in self.kv(context).chunk(2, dim=-1))
+        mask = None if context_mask is None else context_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(out.transpose(1, 2).flatten(2))
+
+
+class _Attend(nn.Module):
+    """Pre-norm attention of ``query`` tokens over ``context`` tokens, with a residual."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = TokenAttention(dim, heads)
+
+    def forward(self, query, context, context_mask=None):
+        return query + self.attn(self.norm_q(query), self.norm_kv(context), context_mask)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm self-attention + MLP block (the scratch text encoder's layer)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = 2, drop: float = 0.1):
+        super().__init__()
+        self.attend = _Attend(dim, heads)
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Dropout(drop), nn.Linear(mlp_ratio * dim, dim))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.attend(x, x, mask)
+        return x + self.mlp(self.norm(x))
+
+
+@register_fusion("cross_attention")
+class CrossAttentionFusion(_Fusion):
+    """Image tokens attend to the clinical tokens; the attended image tokens are pooled."""
+
+    def __init__(self, dim: int, heads: int = 4, **_):
+        super().__init__(dim, dim)
+        self.attend = _Attend(dim, heads)
+
+    def forward(self, img_tokens, img_vec, txt_tokens, txt_mask, txt_vec):
+        return self.attend(img_tokens, txt_tokens, txt_mask).mean(1)
+
+
+@register_fusion("co_attention")
+class CoAttentionFusion(_Fusion):
+    """Bidirectional: image tokens attend to clinical tokens and clinical tokens to image tokens."""
+
+    def __init__(self, dim: int, heads: int = 4, **_):
+        super().__init__(dim, 2 * dim)
+        self.img_to_txt, self.txt_to_img = _Attend(dim, heads), _Attend(dim, heads)
+
+    def forward(self, img_tokens, img_vec, txt_tokens, txt_mask, txt_vec):
+        img = self.img_to_txt(img_tokens, txt_tokens, txt_mask).mean(1)
+        txt = masked_mean(self.txt_to_img(txt_tokens, img_tokens), txt_mask)
+        return torch.cat([img, txt], dim=1)
+
+
+@register_fusion("bilinear")
+class LowRankBilinearFusion(_Fusion):
+    """Low-rank bilinear pooling (MFB, Yu et al. 2017): ``sum_k (U_k v) * (V_k t)``, then signed
+    square root and L2 normalisation, which keep the product's scale stable."""
+
+    def __init__(self, dim: int, rank: int = 4, **_):
+        super().__init__(dim, dim)
+        self.rank = rank
+        self.img, self.txt = nn.Linear(dim, dim * rank), nn.Linear(dim, dim * rank)
+
+    def forward(self, img_tokens, img_vec, txt_tokens, txt_mask, txt_vec):
+        z = (self.img(img_vec) * self.txt(txt_vec)).view(len(img_vec), -1, self.rank).sum(-1)
+        z = torch.sign(z) * torch.sqrt(z.abs() + 1e-6)
+        return F.normalize(z, dim=1) * z.shape[1] ** 0.5
+
+
+@register_fusion("clinical_only")
+class ClinicalOnly(_Fusion):
+    """No image: the metadata-only baseline."""
+
+    def __init__(self, dim: int, **_):
+        super().__init__(dim, dim)
+
+    def forward(self, img_tokens, img_vec, txt_tokens, txt_mask, txt_vec):
+        return txt_vec
+
+
+class MultiLevelFusion(nn.Module):
+    """Fuse several image stages with several clinical levels (text hidden layers), pairwise by
+    level (gated), then weight the levels adaptively: per-sample softmax weights from the fused
+    vectors themselves, so the model can lean on early or late features case by case."""
+
+    out_dim: int
+
+    def __init__(self, dim: int, levels: int):
+        super().__init__()
+        self.levels = nn.ModuleList(GatedFusion(dim) for _ in range(levels))
+        self.score = nn.Linear(dim, 1)
+        self.out_dim = dim
+        self.last_weights: torch.Tensor | None = None
+
+    def forward(self, img_vecs: list[torch.Tensor], txt_vecs: list[torch.Tensor]) -> torch.Tensor:
+        fused = torch.stack([f(None, i, None, None, t) for f, i, t in zip(self.levels, img_vecs, txt_vecs)], dim=1)
+        weights = torch.softmax(self.score(torch.tanh(fused)).squeeze(-1), dim=1)
+        self.last_weights = weights.detach()
+        return (weights.unsqueeze(-1) * fused).sum(1)

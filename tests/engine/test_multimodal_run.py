@@ -1,0 +1,99 @@
+"""A multimodal run end to end on tiny data: train, evaluate (with and without clinical input),
+predict from a CSV with clinical columns, export to ONNX; and the real HAM10000 metadata."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from hybridmednet.cli.main import main
+from hybridmednet.config.loader import load_config
+from hybridmednet.deploy.export import export_run
+from hybridmednet.engine.evaluate import evaluate_run
+from hybridmednet.engine.trainer import train
+from hybridmednet.errors import ConfigError, DataError
+from tests.conftest import clinical_section, requires_shared_data, tiny_config
+
+
+def _config(tiny_npz, clinical_npz, tmp_path, fusion="cross_attention", **clinical):
+    raw = tiny_config(tiny_npz.parent, tmp_path / "runs", epochs=2)
+    raw["data"]["clinical"] = clinical_section(clinical_npz, **clinical)
+    raw["model"]["multimodal"] = {"fusion": fusion, "dim": 16, "heads": 2, "modality_dropout": 0.2, "agreement_weight": 0.1}
+    path = tmp_path / "mm.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_config(path)
+
+
+@pytest.fixture
+def trained_run(tiny_npz, clinical_npz, tmp_path):
+    cfg = _config(tiny_npz, clinical_npz, tmp_path)
+    train(cfg, quiet=True)
+    return cfg.run_dir
+
+
+def test_train_evaluate_with_and_without_clinical_input(trained_run):
+    with_text = evaluate_run(trained_run, "test", n_bootstrap=0)
+    without = evaluate_run(trained_run, "test", n_bootstrap=0, without_clinical=True)
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert {"test", "test_without_clinical"} <= set(metrics)
+    assert 0 <= without["metrics"]["acc"] <= 1 and 0 <= with_text["metrics"]["acc"] <= 1
+    meta = json.loads(next((trained_run / "checkpoints").glob("best*.json")).read_text())
+    assert meta["clinical_spec"]["encoder"] == "scratch" and "[CLS]" in meta["clinical_spec"]["vocab"]
+
+
+def test_predict_reads_clinical_columns_from_the_csv(trained_run, tmp_path, capsys):
+    images = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    rows = [{"path": f"img{i}.png", "age": age, "sex": "male", "site": "back"} for i, age in enumerate(["40", "", "61"])]
+    for row, image in zip(rows, images):
+        Image.fromarray(image).save(tmp_path / row["path"])
+    table = tmp_path / "cases.csv"
+    with open(table, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(trained_run), str(table), "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 4
+    assert main(["predict", str(trained_run), str(tmp_path / "img0.png")]) == 2
+    assert "clinical inputs" in capsys.readouterr().err
+    (tmp_path / "bad.csv").write_text("path,age\nimg0.png,40\n")
+    assert main(["predict", str(trained_run), str(tmp_path / "bad.csv")]) == 2
+    assert "'sex'" in capsys.readouterr().err
+
+
+def test_onnx_export_takes_the_clinical_inputs(trained_run):
+    pytest.importorskip("onnxruntime")
+    report = export_run(trained_run, "onnx")
+    assert report["max_abs_diff"] < 1e-3
+    assert report["metadata"]["clinical_inputs"] == ["clinical_present", "token_ids", "text_mask"]
+    from hybridmednet.deploy.onnx_runtime import OnnxClassifier
+
+    with pytest.raises(DataError, match="multimodal"):
+        OnnxClassifier(report["path"])
+
+
+def test_dx_type_in_the_template_stops_training(tiny_npz, clinical_npz, tmp_path):
+    cfg = _config(tiny_npz, clinical_npz, tmp_path, template=["{age:.0f}-year-old", "confirmed by {dx_type}"])
+    with pytest.raises(ConfigError, match="dx_type"):
+        train(cfg, quiet=True)
+
+
+@requires_shared_data("ham10000", "HAM10000_metadata.csv")
+@requires_shared_data("medmnist", "dermamnist.npz")
+@pytest.mark.integration
+def test_dermamnist_ids_get_their_ham10000_text():
+    from hybridmednet.data.clinical import load_clinical_values, render_texts
+
+    cfg = load_config("configs/dermamnist_clinical.yaml").data.clinical
+    values = load_clinical_values(cfg, cfg.table, ["train/0", "test/0"])
+    texts = render_texts(cfg, values, np.ones(2, bool))
+    assert all(t and "lesion on the" in t and "year-old" in t for t in texts), texts
+    with pytest.raises(ConfigError, match="dx_type"):
+        from hybridmednet.data.clinical import check_no_leak
+
+        check_no_leak(cfg.model_copy(update={"template": ["{dx_type}"]}))

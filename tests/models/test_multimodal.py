@@ -1,0 +1,109 @@
+"""The multimodal classifier: every fusion x clinical encoder, any image backbone, missing text,
+modality dropout, the auxiliary losses, and EMA copies."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from hybridmednet.config.schema import MultimodalConfig
+from hybridmednet.layers.modality_fusion import FUSIONS
+from hybridmednet.models import create_model
+from hybridmednet.models.multimodal import MultimodalClassifier, clinical_input_names
+
+SPECS = {
+    "frozen": {"inputs": "text", "encoder": "minilm", "feature_dim": 12, "layers": [2, -1], "max_tokens": 8},
+    "scratch": {"inputs": "text", "encoder": "scratch", "vocab": ["[PAD]", "[UNK]", "[CLS]", "a", "b"], "max_tokens": 8},
+    "tabular": {"inputs": "tabular", "tabular_dim": 5},
+}
+ALL_FUSIONS = sorted(FUSIONS) + ["multi_level"]
+
+
+def clinical_batch(spec, b=4, t=6, present=(1, 1, 0, 1)):
+    out = {"clinical_present": torch.tensor(present[:b], dtype=torch.float32)}
+    if spec["inputs"] == "tabular":
+        out["tabular"] = torch.randn(b, spec["tabular_dim"])
+        return out
+    mask = torch.arange(t)[None, :] < torch.tensor([6, 2, 0, 4][:b])[:, None]
+    if spec["encoder"] == "scratch":
+        out["token_ids"] = torch.randint(1, len(spec["vocab"]), (b, t)) * mask
+    else:
+        out["text_states"] = torch.randn(b, len(spec["layers"]), t, spec["feature_dim"])
+    out["text_mask"] = mask
+    return out
+
+
+def build(fusion, spec_name, backbone="small_cnn", size=16, **mm):
+    image = None if fusion == "clinical_only" else create_model(backbone, 3, 3, image_size=size,
+                                                                 **({"widths": [8, 16, 16, 32]} if backbone == "small_cnn" else {}))
+    cfg = MultimodalConfig(fusion=fusion, dim=16, heads=2, text_depth=2, **mm)
+    return MultimodalClassifier(image, 3, SPECS[spec_name], cfg, image_size=size, in_chans=3)
+
+
+@pytest.mark.parametrize("spec_name", sorted(SPECS))
+@pytest.mark.parametrize("fusion", ALL_FUSIONS)
+def test_forward_backward_every_fusion_and_encoder(fusion, spec_name):
+    torch.manual_seed(0)
+    model = build(fusion, spec_name, agreement_weight=0.1)
+    clinical = clinical_batch(SPECS[spec_name])
+    out = model(torch.randn(4, 3, 16, 16), **clinical)
+    assert out.logits.shape == (4, 3)
+    loss = torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 1, 2, 0]))
+    aux = model.aux_losses(out, torch.tensor([0, 1, 2, 0]))
+    if fusion != "clinical_only":
+        assert set(aux) == {"image_ce", "agreement"} and out.image_logits.shape == (4, 3)
+    (loss + sum(aux.values())).backward()
+    clinical_grads = [p.grad for p in model.clinical.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in clinical_grads)
+    if fusion != "clinical_only":
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.image.parameters())
+
+
+@pytest.mark.parametrize("fusion", ALL_FUSIONS)
+def test_missing_clinical_input_uses_the_learned_missing_token(fusion):
+    torch.manual_seed(0)
+    model = build(fusion, "frozen").eval()
+    x, clinical = torch.randn(4, 3, 16, 16), clinical_batch(SPECS["frozen"])
+    none = clinical | {"clinical_present": torch.zeros(4)}
+    out = model(x, **none).logits
+    assert torch.isfinite(out).all()
+    scrambled = none | {"text_states": torch.randn_like(clinical["text_states"])}
+    torch.testing.assert_close(model(x, **scrambled).logits, out)  # absent text is ignored entirely
+
+
+def test_modality_dropout_only_while_training():
+    torch.manual_seed(0)
+    model = build("concat", "tabular", modality_dropout=0.99)
+    x, clinical = torch.randn(4, 3, 16, 16), clinical_batch(SPECS["tabular"], present=(1, 1, 1, 1))
+    model.train()
+    model.dropout.p = 0.0
+    dropped = model(x, **clinical).logits
+    assert torch.allclose(dropped, model(x, **clinical | {"clinical_present": torch.zeros(4)}).logits, atol=1e-5)
+    model.eval()
+    assert not torch.allclose(model(x, **clinical).logits, model(x, **clinical | {"clinical_present": torch.zeros(4)}).logits)
+
+
+@pytest.mark.parametrize("backbone,size", [("small_cnn", 16), ("hybridmednet_small28", 28), ("resnet18_fpn", 32),
+                                           ("vision_mamba_tiny", 28), ("resnet18", 32)])
+@pytest.mark.parametrize("fusion", ["cross_attention", "multi_level"])
+def test_any_image_backbone(backbone, size, fusion):
+    pytest.importorskip("timm")
+    model = build(fusion, "frozen", backbone=backbone, size=size)
+    out = model(torch.randn(2, 3, size, size), **clinical_batch(SPECS["frozen"], b=2))
+    assert out.logits.shape == (2, 3)
+    out.logits.sum().backward()
+
+
+def test_ema_copy_of_multi_level_model_keeps_its_own_stage_outputs():
+    model = build("multi_level", "frozen").eval()
+    twin = copy.deepcopy(model)
+    x, clinical = torch.randn(2, 3, 16, 16), clinical_batch(SPECS["frozen"], b=2)
+    torch.testing.assert_close(twin(x, **clinical).logits, model(x, **clinical).logits)
+
+
+def test_input_names_follow_the_spec():
+    assert clinical_input_names(SPECS["frozen"]) == ["clinical_present", "text_states", "text_mask"]
+    assert clinical_input_names(SPECS["scratch"]) == ["clinical_present", "token_ids", "text_mask"]
+    assert clinical_input_names(SPECS["tabular"]) == ["clinical_present", "tabular"]
