@@ -8,7 +8,12 @@ import pytest
 
 from hybridmednet.config.schema import ClinicalConfig, ExperimentConfig
 from hybridmednet.data import text_encoding
-from hybridmednet.data.clinical import check_no_leak, clinical_arrays, fit_clinical_spec, render_texts
+from hybridmednet.data.clinical import (
+    check_no_leak,
+    clinical_arrays,
+    fit_clinical_spec,
+    render_texts,
+)
 from hybridmednet.data.text_encoding import encode_texts, fit_text_spec
 from hybridmednet.errors import ConfigError, DataError
 

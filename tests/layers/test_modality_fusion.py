@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hybridmednet.layers.modality_fusion import FUSIONS, MultiLevelFusion, TokenAttention, create_fusion
 from hybridmednet.errors import ConfigError
+from hybridmednet.layers.modality_fusion import (
+    FUSIONS,
+    MultiLevelFusion,
+    TokenAttention,
+    create_fusion,
+)
 
 D = 16
 

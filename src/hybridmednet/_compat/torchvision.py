@@ -60,7 +60,7 @@ def cuda_build_on_cpu_torch() -> bool:
         return False
     version_file = Path(list(spec.submodule_search_locations)[0]) / "version.py"
     try:
-        match = re.search(r"^__version__\s*=\s*['\"][^'\"]*\+cu\d+", version_file.read_text(), re.M)
+        match = re.search(r"^__version__\s*=\s*['\"][^'\"]*\+cu\d+", version_file.read_text(), re.MULTILINE)
     except OSError:
         return False
     if match is None:
@@ -81,7 +81,7 @@ class _FixOnFirstImport(importlib.abc.MetaPathFinder):
                 sys.meta_path.remove(self)
             if cuda_build_on_cpu_torch():
                 _declare_missing_ops()
-        return None  # the normal finders import the module
+        # the normal finders import the module
 
 
 def prepare_torchvision() -> None:

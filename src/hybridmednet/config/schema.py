@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -88,7 +88,7 @@ class CsvSource(StrictModel):
         return self
 
 
-DataSource = Annotated[Union[MedMNISTSource, FolderSource, CsvSource], Field(discriminator="kind")]
+DataSource = Annotated[MedMNISTSource | FolderSource | CsvSource, Field(discriminator="kind")]
 
 
 class SplitConfig(StrictModel):

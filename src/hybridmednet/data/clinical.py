@@ -20,8 +20,15 @@ import numpy as np
 from hybridmednet.data.metadata import load_metadata_rows
 from hybridmednet.errors import ConfigError, DataError
 
-__all__ = ["clinical_columns", "check_no_leak", "resolve_table", "load_clinical_values", "render_texts",
-           "fit_clinical_spec", "clinical_arrays"]
+__all__ = [
+    "check_no_leak",
+    "clinical_arrays",
+    "clinical_columns",
+    "fit_clinical_spec",
+    "load_clinical_values",
+    "render_texts",
+    "resolve_table",
+]
 
 
 def _placeholders(phrase: str) -> list[str]:

@@ -98,8 +98,13 @@ def prepare_data(cfg, *, splits_wanted=SPLITS) -> PreparedData:
 
 def _attach_clinical(cfg, train_ids: list[str], parts: dict[str, SplitArrays]) -> dict:
     """Fit the clinical inputs on the training split's metadata, then build every wanted split's."""
-    from hybridmednet.data.clinical import (check_no_leak, clinical_arrays, fit_clinical_spec, load_clinical_values,
-                                            resolve_table)
+    from hybridmednet.data.clinical import (
+        check_no_leak,
+        clinical_arrays,
+        fit_clinical_spec,
+        load_clinical_values,
+        resolve_table,
+    )
     from hybridmednet.data.materialize import cache_dir
 
     c = cfg.clinical

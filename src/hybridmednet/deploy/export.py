@@ -76,7 +76,7 @@ def write_onnx(module: torch.nn.Module, path: Path, metadata: ExportMetadata, op
             torch.onnx.export(module, tuple(torch.from_numpy(v) for v in example.values()), str(path), dynamo=False,
                               opset_version=opset, input_names=names, output_names=[metadata.output_name],
                               dynamic_axes=_dynamic_axes(names) | {metadata.output_name: {0: "batch"}})
-        except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one clear error
+        except Exception as exc:
             raise ExportError(f"ONNX export of {metadata.model_name!r} failed: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:300]}") from exc
     proto = onnx.load(str(path))
@@ -102,7 +102,7 @@ def write_torchscript(module: torch.nn.Module, path: Path, metadata: ExportMetad
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
             traced = torch.jit.trace(module, example, check_trace=False)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ExportError(f"TorchScript trace of {metadata.model_name!r} failed: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:300]}") from exc
         torch.jit.save(traced, str(path), _extra_files={f"{KEY}.json": metadata.to_json()})

@@ -96,7 +96,11 @@ class OnnxClassifier:
     def predict_files(self, inputs: list[str], out_csv: str | Path, *, skip_bad: bool = False,
                       path_column: str = "path", abstain: bool = False) -> dict:
         """The same CSV as ``hybridmednet predict`` with the PyTorch backend."""
-        from hybridmednet.data.inputs import expand_inputs, load_inputs, write_predictions_csv
+        from hybridmednet.data.inputs import (
+            expand_inputs,
+            load_inputs,
+            write_predictions_csv,
+        )
 
         m = self.metadata
         if abstain and m.abstain_threshold is None:

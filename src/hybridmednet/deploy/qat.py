@@ -14,15 +14,18 @@ Observers update only in training mode, so validation images never shape the ran
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 from torch.nn.utils import parametrize
 
 QUANTIZED = (nn.Conv2d, nn.Linear)
 
 
 def _fake_quantize(per_channel: bool) -> nn.Module:
-    from torch.ao.quantization import (FakeQuantize, MovingAverageMinMaxObserver,
-                                       MovingAveragePerChannelMinMaxObserver)
+    from torch.ao.quantization import (
+        FakeQuantize,
+        MovingAverageMinMaxObserver,
+        MovingAveragePerChannelMinMaxObserver,
+    )
 
     class TrainOnlyFakeQuantize(FakeQuantize):
         def train(self, mode: bool = True):

@@ -55,8 +55,14 @@ def quantize_onnx(src: str | Path, dst: str | Path, mode: str = "static", *, cal
                   per_channel: bool = True) -> dict:
     """Quantize ``src`` to ``dst``. ``calibration``: normalised float32 ``(N, C, S, S)`` inputs
     (needed for ``static``)."""
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quant_pre_process,
-                                          quantize_dynamic, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     from hybridmednet.deploy.onnx_runtime import OnnxClassifier
 

@@ -7,7 +7,7 @@ the random initialisation (short CPU runs have only a few thousand steps).
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 

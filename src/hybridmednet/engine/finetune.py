@@ -18,7 +18,7 @@ pretrained layers.
 
 from __future__ import annotations
 
-import torch.nn as nn
+from torch import nn
 
 NEW_MODULE_NAMES = ("head", "coarse_head", "neck", "classifier", "fc", "head_dist")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from hybridmednet.data.preprocess import normalize_batch
 from hybridmednet.models.output import as_output

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch.nn as nn
+from torch import nn
 
 from hybridmednet.config.loader import load_config
 from hybridmednet.config.schema import ExperimentConfig

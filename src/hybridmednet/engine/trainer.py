@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 from torch.utils.data import DataLoader
 
 from hybridmednet.config.loader import save_config
@@ -27,20 +27,33 @@ from hybridmednet.data.dataset import ArrayDataset, EpochSampler, balanced_weigh
 from hybridmednet.data.leakage import summarize
 from hybridmednet.data.pipeline import PreparedData, prepare_data
 from hybridmednet.data.preprocess import default_mean_std, normalize_batch
+from hybridmednet.data.taxonomy import fine_to_coarse
 from hybridmednet.data.transforms import build_train_transform, resolve_preset
 from hybridmednet.engine import checkpoint as ckpt
 from hybridmednet.engine.ema import build_ema
+from hybridmednet.engine.finetune import FreezeSchedule
 from hybridmednet.engine.inference import predict_arrays
 from hybridmednet.engine.optim import build_optimizer, build_scheduler
-from hybridmednet.engine.run_dir import RunDir, adapt_for_run, build_model_from_config, git_commit
-from hybridmednet.engine.runtime import Runtime, broadcast_flag, make_runtime, seed_everything
-from hybridmednet.engine.finetune import FreezeSchedule
+from hybridmednet.engine.run_dir import (
+    RunDir,
+    adapt_for_run,
+    build_model_from_config,
+    git_commit,
+)
+from hybridmednet.engine.runtime import (
+    Runtime,
+    broadcast_flag,
+    make_runtime,
+    seed_everything,
+)
 from hybridmednet.errors import CheckpointError, ConfigError
-from hybridmednet.data.taxonomy import fine_to_coarse
 from hybridmednet.losses import build_loss
 from hybridmednet.losses.task import TaskLoss
+from hybridmednet.metrics.classification import (
+    multi_label_metrics,
+    single_label_metrics,
+)
 from hybridmednet.models.output import as_output
-from hybridmednet.metrics.classification import multi_label_metrics, single_label_metrics
 from hybridmednet.utils.io import atomic_write, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("hybridmednet")
@@ -392,4 +405,4 @@ def read_metrics_csv(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-__all__ = ["Trainer", "train", "read_metrics_csv"]
+__all__ = ["Trainer", "read_metrics_csv", "train"]

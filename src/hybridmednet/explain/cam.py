@@ -14,13 +14,13 @@ image, so it shows *where* within an image, not *how much* across images.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from hybridmednet.errors import ConfigError
 from hybridmednet.explain.targets import find_target
@@ -158,9 +158,9 @@ def explain_files(run_dir: str | Path, inputs: list[str], out_dir: str | Path, *
     from PIL import Image
 
     from hybridmednet.data.imageio import load_image
-    from hybridmednet.data.resize import fit_to_square
-    from hybridmednet.data.preprocess import normalize_batch
     from hybridmednet.data.inputs import expand_inputs
+    from hybridmednet.data.preprocess import normalize_batch
+    from hybridmednet.data.resize import fit_to_square
     from hybridmednet.engine.run_dir import load_trained_model
 
     model, meta, _ = load_trained_model(run_dir)

@@ -22,7 +22,7 @@ import copy
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from hybridmednet.data.preprocess import normalize_batch
 from hybridmednet.explain.cam import compute_cam

@@ -13,11 +13,11 @@ forward pass whose output is still spatial (h, w > 1 each). No match raises
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from hybridmednet.errors import ConfigError
 

@@ -24,8 +24,8 @@ matrix instead of calling the fused ``scaled_dot_product_attention`` kernel.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from hybridmednet.layers.pooling import pool_to
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from hybridmednet.errors import ConfigError
 from hybridmednet.layers.kan import KANLinear

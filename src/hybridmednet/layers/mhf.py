@@ -11,7 +11,7 @@ from the pretrained model's behaviour.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from hybridmednet.layers.attention import bottleneck_width, channel_pool
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from hybridmednet.errors import ConfigError
 
-__all__ = ["FUSIONS", "create_fusion", "masked_mean", "MultiLevelFusion", "TokenAttention", "TransformerBlock"]
+__all__ = ["FUSIONS", "MultiLevelFusion", "TokenAttention", "TransformerBlock", "create_fusion", "masked_mean"]
 
 FUSIONS: dict[str, Callable[..., nn.Module]] = {}
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from hybridmednet.errors import ConfigError
 

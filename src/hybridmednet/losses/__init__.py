@@ -21,12 +21,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from hybridmednet.errors import ConfigError
-from hybridmednet.losses.class_balanced import class_balanced_weights, pos_weight_from_counts
+from hybridmednet.losses.class_balanced import (
+    class_balanced_weights,
+    pos_weight_from_counts,
+)
 from hybridmednet.losses.focal import FocalLoss, SigmoidFocalLoss
-from hybridmednet.losses.hierarchical import HierarchicalConsistencyLoss, aggregate_fine_to_coarse
+from hybridmednet.losses.hierarchical import (
+    HierarchicalConsistencyLoss,
+    aggregate_fine_to_coarse,
+)
 from hybridmednet.losses.weighting import UncertaintyWeightedLoss
 
 __all__ = [

@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 def _as_tensor(value: float | Sequence[float] | torch.Tensor | None) -> torch.Tensor | None:

@@ -8,7 +8,7 @@ coarse terms are absent (the coarse head is never trained on made-up labels).
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from hybridmednet.models.output import ModelOutput
 

@@ -8,7 +8,7 @@ interval reflects sampling noise within classes rather than noise in the class m
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

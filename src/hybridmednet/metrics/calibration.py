@@ -113,7 +113,7 @@ class TemperatureScaler:
         self.temperature = 1.0
         self.fitted = False
 
-    def fit(self, logits, targets) -> "TemperatureScaler":
+    def fit(self, logits, targets) -> TemperatureScaler:
         logits, targets = _check(logits, targets, multilabel=self.multilabel)
         if not len(logits):
             raise ValueError("cannot fit a temperature on zero samples")

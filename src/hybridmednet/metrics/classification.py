@@ -126,7 +126,7 @@ def single_label_metrics(probs: np.ndarray, targets: np.ndarray, class_names: li
             for k, name in enumerate(class_names)
         },
         "confusion_matrix": cm.tolist(),
-        "n": int(len(targets)),
+        "n": len(targets),
     }
 
 
@@ -187,7 +187,7 @@ def multi_label_metrics(
             }
             for k, name in enumerate(class_names)
         },
-        "n": int(len(targets)),
+        "n": len(targets),
     }
 
 

@@ -67,10 +67,10 @@ def evaluate_operating_point(scores, labels, threshold: float, *, n_bootstrap: i
     """
     scores = np.asarray(scores, dtype=np.float64).ravel()
     labels = (np.asarray(labels).ravel() > 0.5).astype(np.int64)
-    out = {"threshold": float(threshold), **_point(scores, labels, threshold), "n": int(len(labels))}
+    out = {"threshold": float(threshold), **_point(scores, labels, threshold), "n": len(labels)}
     ci95 = {}
     if n_bootstrap > 0:
-        fn = lambda s, y: {k: v for k, v in _point(s, y, threshold).items() if k in _POINT}  # noqa: E731
+        fn = lambda s, y: {k: v for k, v in _point(s, y, threshold).items() if k in _POINT}
         ci95 = {k: [lo, hi] for k, (lo, hi) in
                 bootstrap_ci(fn, scores, labels, n_resamples=n_bootstrap, seed=seed, stratify=True).items()}
     out["ci95"] = ci95

@@ -12,7 +12,13 @@ import math
 import numpy as np
 
 from hybridmednet.metrics.bootstrap import bootstrap_ci
-from hybridmednet.metrics.classification import _check, _nanmean, _ratio, multi_label_headline, single_label_headline
+from hybridmednet.metrics.classification import (
+    _check,
+    _nanmean,
+    _ratio,
+    multi_label_headline,
+    single_label_headline,
+)
 
 SUBGROUP_METRICS = ("acc", "balanced_acc", "auc")
 GAP_METRICS = ("acc", "auc")
@@ -93,10 +99,10 @@ def subgroup_metrics(probs, targets, groups: dict[str, list], class_names, *, mu
         for key in sorted(set(keys)):
             idx = np.flatnonzero(keys == key)
             if len(idx) < min_size:
-                rows[key] = {"n": int(len(idx)), "too_small": True}
+                rows[key] = {"n": len(idx), "too_small": True}
                 continue
             p, t = probs[idx], targets[idx]
-            row = {"n": int(len(idx)), "too_small": False, **fn(p, t)}
+            row = {"n": len(idx), "too_small": False, **fn(p, t)}
             ci = bootstrap_ci(fn, p, t, n_resamples=n_bootstrap, seed=seed, stratify=not multilabel) \
                 if n_bootstrap > 0 else {}
             row["ci95"] = {k: [lo, hi] for k, (lo, hi) in ci.items()}

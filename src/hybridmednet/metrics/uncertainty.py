@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from hybridmednet.data.preprocess import normalize_batch
 from hybridmednet.engine.inference import batch_extras, logits_to_probs
 from hybridmednet.errors import ConfigError
-from hybridmednet.utils.probability import predictive_entropy
 from hybridmednet.models.output import as_output
+from hybridmednet.utils.probability import predictive_entropy
 
-__all__ = ["predictive_entropy", "max_prob_uncertainty", "correct_predictions", "accuracy_coverage_curve",
-           "choose_abstain_threshold", "mc_dropout_predict", "tta_predict"]
+__all__ = [
+    "accuracy_coverage_curve",
+    "choose_abstain_threshold",
+    "correct_predictions",
+    "max_prob_uncertainty",
+    "mc_dropout_predict",
+    "predictive_entropy",
+    "tta_predict",
+]
 
 _FLIPS = {"none": (), "h": (3,), "v": (2,), "hv": (2, 3)}
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import torch.nn as nn
+from torch import nn
 
 from hybridmednet.errors import ConfigError
-from hybridmednet.models._registry import image_size_arg, is_model, list_models, model_builder
+from hybridmednet.models._registry import (
+    image_size_arg,
+    is_model,
+    list_models,
+    model_builder,
+)
 
 
 def create_model(name: str, num_classes: int, in_chans: int = 3, *, pretrained: bool = False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable
 
-import torch.nn as nn
+from torch import nn
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _IMAGE_SIZE_ARG: dict[str, str] = {}

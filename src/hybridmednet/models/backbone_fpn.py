@@ -11,10 +11,14 @@ backbone cannot run at (e.g. ConvNeXt below 32 px) is a clear error naming it an
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from hybridmednet.errors import ConfigError
-from hybridmednet.layers.attention import CBAM, CrossScaleAttention, MultiHeadSelfAttention2d
+from hybridmednet.layers.attention import (
+    CBAM,
+    CrossScaleAttention,
+    MultiHeadSelfAttention2d,
+)
 from hybridmednet.layers.heads import create_head
 from hybridmednet.layers.mhf import MHFBlockV2
 from hybridmednet.layers.neck import FPNNeck

@@ -24,7 +24,7 @@ features and the cross-branch attention map.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from hybridmednet.layers.attention import CrossBranchAttention
 from hybridmednet.layers.fusion import AdaptiveFusion

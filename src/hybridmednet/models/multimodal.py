@@ -13,11 +13,16 @@ its prediction is what the symmetric-KL agreement loss (``agreement_weight``) ti
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from hybridmednet.errors import ConfigError
-from hybridmednet.layers.modality_fusion import MultiLevelFusion, TransformerBlock, create_fusion, masked_mean
+from hybridmednet.layers.modality_fusion import (
+    MultiLevelFusion,
+    TransformerBlock,
+    create_fusion,
+    masked_mean,
+)
 from hybridmednet.models.output import ModelOutput
 
 __all__ = ["MultimodalClassifier", "clinical_input_names"]

@@ -8,7 +8,7 @@ attention, not element-wise ops.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 

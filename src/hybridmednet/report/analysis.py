@@ -19,7 +19,11 @@ from hybridmednet.engine.evaluate import evaluate_run
 from hybridmednet.engine.inference import predict_arrays
 from hybridmednet.engine.run_dir import RunDir, load_trained_model
 from hybridmednet.engine.runtime import make_runtime
-from hybridmednet.metrics.calibration import TemperatureScaler, expected_calibration_error, logits_from_probs
+from hybridmednet.metrics.calibration import (
+    TemperatureScaler,
+    expected_calibration_error,
+    logits_from_probs,
+)
 from hybridmednet.metrics.operating_points import operating_points
 from hybridmednet.metrics.uncertainty import (
     accuracy_coverage_curve,
