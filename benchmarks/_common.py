@@ -85,12 +85,22 @@ def train_and_evaluate(preset: str | Path, name: str, overrides: list[str], out:
     wall = time.perf_counter() - started
     best = json.loads((cfg.run_dir / "checkpoints" / "best.json").read_text())
     num_coarse = len(best["coarse_names"]) if best.get("coarse_names") else None
-    model = build_model_from_config(cfg, len(best["class_names"]), pretrained=False, num_coarse=num_coarse)
+    spec = best.get("clinical_spec")
+    model = build_model_from_config(cfg, len(best["class_names"]), pretrained=False, num_coarse=num_coarse,
+                                    clinical_spec=spec)
+    extra = None
+    if spec:  # a multimodal model: count its FLOPs with one case's clinical input (16 text tokens)
+        import torch
+
+        from hybridmednet.models.multimodal import example_clinical_inputs
+
+        extra = {k: torch.from_numpy(v) for k, v in example_clinical_inputs(spec, 1, tokens=16).items()}
+        extra["clinical_present"][:] = 1.0
     size, m, val = cfg.data.image_size, result["metrics"], best["val_metrics"]
     return {"overrides": overrides, "epochs": cfg.train.epochs, "wall_s": round(wall, 1), "best_epoch": summary["best_epoch"],
             "metrics": {"test_acc": m["acc"], "test_auc": m["auc"], "test_balanced_acc": m["balanced_acc"],
                         "test_macro_f1": m["macro_f1"], "val_acc": val["acc"], "val_auc": val["auc"],
                         "params_m": count_parameters(model) / 1e6,
-                        "gflops": count_flops(model, size, cfg.data.channels) / 1e9,
+                        "gflops": count_flops(model, size, cfg.data.channels, extra) / 1e9,
                         "train_img_s": summary["train_img_s_median"]},
             "ci": {f"test_{k}": v for k, v in result["ci95"].items()}}

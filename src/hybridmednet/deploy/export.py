@@ -37,18 +37,10 @@ def parity_inputs(metadata: ExportMetadata, batch: int, seed: int) -> dict[str, 
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (batch, p["image_size"], p["image_size"], p["channels"]), dtype=np.uint8)
     inputs = {metadata.input_name: normalize_uint8(images, p["mean"], p["std"])}
-    spec, tokens = metadata.clinical_spec, 3 + seed
-    for name in metadata.clinical_inputs or []:
-        if name == "clinical_present":
-            inputs[name] = (np.arange(batch) % 3 != 2).astype(np.float32)
-        elif name == "tabular":
-            inputs[name] = rng.normal(size=(batch, spec["tabular_dim"])).astype(np.float32)
-        elif name == "token_ids":
-            inputs[name] = rng.integers(1, len(spec["vocab"]), (batch, tokens)).astype(np.int64)
-        elif name == "text_states":
-            inputs[name] = rng.normal(size=(batch, len(spec["layers"]), tokens, spec["feature_dim"])).astype(np.float32)
-        elif name == "text_mask":
-            inputs[name] = np.arange(tokens)[None, :] < rng.integers(1, tokens + 1, (batch, 1))
+    if metadata.clinical_spec:
+        from hybridmednet.models.multimodal import example_clinical_inputs
+
+        inputs |= example_clinical_inputs(metadata.clinical_spec, batch, tokens=3 + seed, rng=rng)
     return inputs
 
 

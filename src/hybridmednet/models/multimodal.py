@@ -12,6 +12,7 @@ its prediction is what the symmetric-KL agreement loss (``agreement_weight``) ti
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,7 +26,7 @@ from hybridmednet.layers.modality_fusion import (
 )
 from hybridmednet.models.output import ModelOutput
 
-__all__ = ["MultimodalClassifier", "clinical_input_names"]
+__all__ = ["MultimodalClassifier", "clinical_input_names", "example_clinical_inputs"]
 
 
 def clinical_input_names(spec: dict) -> list[str]:
@@ -33,6 +34,26 @@ def clinical_input_names(spec: dict) -> list[str]:
     if spec["inputs"] == "tabular":
         return ["clinical_present", "tabular"]
     return ["clinical_present", "token_ids" if spec["encoder"] == "scratch" else "text_states", "text_mask"]
+
+
+def example_clinical_inputs(spec: dict, batch: int, tokens: int = 8, rng: np.random.Generator | None = None
+                            ) -> dict[str, np.ndarray]:
+    """Random clinical inputs of the right kind and shape (every third case without any), for
+    export parity checks and FLOP counts."""
+    rng = rng or np.random.default_rng(0)
+    out = {}
+    for name in clinical_input_names(spec):
+        if name == "clinical_present":
+            out[name] = (np.arange(batch) % 3 != 2).astype(np.float32)
+        elif name == "tabular":
+            out[name] = rng.normal(size=(batch, spec["tabular_dim"])).astype(np.float32)
+        elif name == "token_ids":
+            out[name] = rng.integers(1, len(spec["vocab"]), (batch, tokens)).astype(np.int64)
+        elif name == "text_states":
+            out[name] = rng.normal(size=(batch, len(spec["layers"]), tokens, spec["feature_dim"])).astype(np.float32)
+        else:  # text_mask
+            out[name] = np.arange(tokens)[None, :] < rng.integers(1, tokens + 1, (batch, 1))
+    return out
 
 
 # --------------------------------------------------------------------------- image side

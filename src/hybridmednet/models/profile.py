@@ -16,8 +16,9 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_flops(model: nn.Module, image_size: int, in_chans: int = 3) -> int:
-    """FLOPs of one forward pass of a single image.
+def count_flops(model: nn.Module, image_size: int, in_chans: int = 3, extra_inputs: dict | None = None) -> int:
+    """FLOPs of one forward pass of a single image (``extra_inputs``: a multimodal model's
+    clinical inputs for that image; a frozen text encoder runs beforehand and is not counted).
 
     Not under ``no_grad``: there ``nn.MultiheadAttention`` takes a fused fast path that the
     flop counter cannot trace."""
@@ -25,7 +26,7 @@ def count_flops(model: nn.Module, image_size: int, in_chans: int = 3) -> int:
     model.eval()
     counter = FlopCounterMode(display=False)
     with counter:
-        model(torch.zeros(1, in_chans, image_size, image_size))
+        model(torch.zeros(1, in_chans, image_size, image_size), **(extra_inputs or {}))
     model.train(was_training)
     return int(counter.get_total_flops())
 
