@@ -12,17 +12,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-COLUMNS = [("test_acc", "test ACC"), ("test_auc", "test AUC"), ("test_balanced_acc", "bal. ACC"),
+COLUMNS = [("test_acc", "test ACC"), ("test_acc_std", "ACC std"), ("gap_test_acc", "gap to ACC target"),
+           ("test_auc", "test AUC"), ("test_auc_std", "AUC std"), ("gap_test_auc", "gap to AUC target"),
+           ("no_text_test_acc", "ACC, text missing"), ("no_text_test_auc", "AUC, text missing"), ("test_balanced_acc", "bal. ACC"),
            ("test_macro_f1", "macro-F1"), ("val_acc", "val ACC"), ("val_auc", "val AUC"), ("params_m", "params (M)"), ("gflops", "GFLOPs"),
            ("train_img_s", "train img/s"), ("sparsity", "sparsity"), ("size_mb", "file MB"),
            ("latency_ms_p50", "b1 p50 ms"), ("latency_ms_p95", "b1 p95 ms"), ("throughput_b64_img_s", "b64 img/s"),
            ("peak_rss_mb", "peak MB")]
 
 
-def fmt(value, ci=None) -> str:
+def fmt(value, ci=None, sign: bool = False) -> str:
     if value is None:
         return "–"
     text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.4f}"
+    if sign:
+        text = ("met, +" if value >= 0 else "") + text
     if ci:
         text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
     return text
@@ -37,7 +41,7 @@ def render(rows: list[dict]) -> str:
                   "| dataset | px | model | variant | seeds | " + " | ".join(h for _, h in cols) + " | wall (s) | results file |",
                   "|---" * (len(cols) + 7) + "|"]
         for r in group:
-            cells = [fmt(r["metrics"].get(k), r["ci"].get(k)) for k, _ in cols]
+            cells = [fmt(r["metrics"].get(k), r["ci"].get(k), sign=k.startswith("gap_")) for k, _ in cols]
             lines.append(f"| {r['dataset']} | {r['image_size']} | {r['model']} | {r['variant']} | {','.join(map(str, r['seeds']))} | "
                          + " | ".join(cells) + f" | {fmt(r['wall_s'])} | [{r['results_file']}]({r['results_file']}) |")
         lines.append("")

@@ -77,6 +77,12 @@ def test_onnx_export_takes_the_clinical_inputs(trained_run):
         OnnxClassifier(report["path"])
 
 
+@pytest.mark.parametrize("command", [["explain", "{run}", "x.png"], ["quantize", "{run}"], ["benchmark", "{run}"]])
+def test_image_only_commands_refuse_multimodal_runs(trained_run, command, capsys):
+    assert main([c.format(run=trained_run) for c in command]) == 2
+    assert "multimodal" in capsys.readouterr().err
+
+
 def test_dx_type_in_the_template_stops_training(tiny_npz, clinical_npz, tmp_path):
     cfg = _config(tiny_npz, clinical_npz, tmp_path, template=["{age:.0f}-year-old", "confirmed by {dx_type}"])
     with pytest.raises(ConfigError, match="dx_type"):

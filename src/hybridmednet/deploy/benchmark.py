@@ -107,10 +107,11 @@ def benchmark_run(run_path: str | Path, *, iters: int = 200, threads: int | None
     """Eager fp32 plus each ONNX file (default: every ``RUN/export/*.onnx``, exporting
     ``model.onnx`` first if there is none). Writes ``RUN/benchmark.json``."""
     from hybridmednet.engine.checkpoint import read_meta
-    from hybridmednet.engine.run_dir import load_trained_model
+    from hybridmednet.engine.run_dir import load_trained_model, refuse_multimodal
     from hybridmednet.models.profile import count_flops, count_parameters
     from hybridmednet.utils.io import atomic_write_json
 
+    refuse_multimodal(run_path, "benchmark")
     run_path = Path(run_path)
     export_dir = run_path / "export"
     if onnx_files is None:

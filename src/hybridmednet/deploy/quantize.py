@@ -103,6 +103,9 @@ def calibration_inputs(run_path: str | Path, n: int = 512, seed: int = 0) -> np.
 def quantize_run(run_path: str | Path, mode: str = "static", *, n_calibration: int = 512, out: str | Path | None = None,
                  per_channel: bool = True) -> dict:
     """``RUN/export/model.onnx`` (exported first if missing) -> ``RUN/export/model.int8-<mode>.onnx``."""
+    from hybridmednet.engine.run_dir import refuse_multimodal
+
+    refuse_multimodal(run_path, "quantize")
     run_path = Path(run_path)
     src = run_path / "export" / "model.onnx"
     if not src.exists():

@@ -97,6 +97,16 @@ def adapt_for_run(model: nn.Module, cfg: ExperimentConfig, num_outputs: set[int]
     return model, masks
 
 
+def refuse_multimodal(run_path: str | Path, what: str) -> None:
+    """Commands that feed images only (explain, quantize, benchmark) say so for multimodal runs."""
+    from hybridmednet.errors import DataError
+
+    run = RunDir(Path(run_path))
+    if run.config_file.exists() and run.config().model.multimodal is not None:
+        raise DataError(f"{run.path}: a multimodal (image + clinical) run; `{what}` supports image-only models. "
+                        "Use evaluate / predict / export, which pass the clinical inputs")
+
+
 def load_trained_model(run: RunDir | Path | str, tag: str = "best") -> tuple[nn.Module, dict, ExperimentConfig]:
     """The model as selected on validation, its checkpoint metadata, and the run's config."""
     from hybridmednet.engine.checkpoint import load_checkpoint

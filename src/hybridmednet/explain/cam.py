@@ -161,8 +161,9 @@ def explain_files(run_dir: str | Path, inputs: list[str], out_dir: str | Path, *
     from hybridmednet.data.inputs import expand_inputs
     from hybridmednet.data.preprocess import normalize_batch
     from hybridmednet.data.resize import fit_to_square
-    from hybridmednet.engine.run_dir import load_trained_model
+    from hybridmednet.engine.run_dir import load_trained_model, refuse_multimodal
 
+    refuse_multimodal(run_dir, "explain")
     model, meta, _ = load_trained_model(run_dir)
     prep, names = meta["preprocessing"], list(meta["class_names"])
     if isinstance(target, str) and not target.lstrip("-").isdigit():
