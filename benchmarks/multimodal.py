@@ -71,12 +71,24 @@ def aggregate(runs: list[dict], part: str | None = None) -> dict:
     return out
 
 
+def summary_rows(variants: dict, dataset: str, cfg) -> list[dict]:
+    """One index row per variant; metadata-only has no image backbone."""
+    return [{"benchmark": "multimodal", "dataset": dataset, "image_size": cfg.data.image_size,
+             "model": "none (metadata MLP)" if n == "metadata_only" else cfg.model.name,
+             "variant": n, "seeds": [r["seed"] for r in e["runs"]],
+             "metrics": e["metrics"] | ({f"no_text_{k}": v for k, v in e["without_clinical"].items() if not k.endswith("_std")}
+                                        if "without_clinical" in e else {}),
+             "ci": e["ci95_first_seed"], "wall_s": round(sum(r["wall_s"] for r in e["runs"]), 1)}
+            for n, e in variants.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--setting", required=True, choices=sorted(SETTINGS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--only", default=None, help="comma-separated variant names")
+    parser.add_argument("--reindex", action="store_true", help="rewrite the summary rows from the results file; no training")
     args = parser.parse_args()
     preset_name, setting_overrides, dataset = SETTINGS[args.setting]
     preset = CONFIGS / preset_name
@@ -91,6 +103,14 @@ def main() -> None:
         tables.append(cfg.data.clinical.table.join_path)
     origin = provenance(tables + ([f"{cfg.data.source.root}/{cfg.data.source.flag}.npz"] if cfg.data.source.kind == "medmnist" else []))
     variants = {n: v for n, v in previous.items() if n in VARIANTS}
+    if args.reindex:
+        from _common import SUMMARY
+
+        from hybridmednet.utils.io import atomic_write_json
+
+        atomic_write_json(SUMMARY, [r for r in json.loads(SUMMARY.read_text()) if not r["results_file"].endswith(path.name)])
+        write_results(path.stem, json.loads(path.read_text()), summary_rows(variants, dataset, cfg))
+        return
     for seed in seeds:  # seed-major: a cut-short run still has every variant at the first seeds
         for name in names:
             entry = variants.setdefault(name, {"overrides": [*common, *VARIANTS[name]], "runs": []})
@@ -106,19 +126,13 @@ def main() -> None:
             print(f"{name} seed {seed}: acc {m['test_acc']:.4f} bacc {m['test_balanced_acc']:.4f} auc {m['test_auc']:.4f}"
                   + (f"; without text acc {row['without_clinical']['metrics']['test_acc']:.4f}" if "without_clinical" in row else "")
                   + f" ({row['wall_s']:.0f} s)", flush=True)
-            rows = [{"benchmark": "multimodal", "dataset": dataset, "image_size": cfg.data.image_size, "model": cfg.model.name,
-                     "variant": n, "seeds": [r["seed"] for r in e["runs"]],
-                     "metrics": e["metrics"] | ({f"no_text_{k}": v for k, v in e["without_clinical"].items() if not k.endswith("_std")}
-                                                if "without_clinical" in e else {}),
-                     "ci": e["ci95_first_seed"], "wall_s": round(sum(r["wall_s"] for r in e["runs"]), 1)}
-                    for n, e in variants.items()]
             payload = {"benchmark": "multimodal", "setting": args.setting, "dataset": dataset,
                        "image_size": cfg.data.image_size, "recipe": f"configs/{preset_name} {' '.join(common)}; "
                        "checkpoint chosen on val; test read once (and once more without clinical input)",
                        "text": {"template": cfg.data.clinical.template, "encoder": cfg.data.clinical.text_encoder.kind,
                                 "refused_inputs": cfg.data.clinical.leak_columns},
                        "seeds_requested": seeds, "variants": variants, **origin}
-            write_results(f"multimodal_{args.setting}", payload, rows)
+            write_results(f"multimodal_{args.setting}", payload, summary_rows(variants, dataset, cfg))
 
 
 if __name__ == "__main__":
