@@ -63,3 +63,9 @@ def test_cli_writes_the_ensemble_metrics(tiny_npz, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["runs"] == [str(a), str(b)] and result["flips"] == ["none", "h"] and 0 <= result["metrics"]["acc"] <= 1
     assert str(out) in capsys.readouterr().out
+
+
+def test_without_clinical_is_refused_for_ensembles(tiny_npz, tmp_path, capsys):
+    a = _train(tiny_npz, tmp_path, "a", 0)
+    assert main(["evaluate", str(a), str(a), "--without-clinical"]) == 2
+    assert "--without-clinical" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from hybridmednet.errors import HybridMedNetError
+from hybridmednet.errors import ConfigError, HybridMedNetError
 
 PRESET_DIR = Path(__file__).resolve().parents[3] / "configs"
 
@@ -60,6 +60,9 @@ def cmd_evaluate(args) -> int:
         written = Path(args.run[0]) / "metrics.json"
     else:
         from hybridmednet.engine.ensemble import evaluate_ensemble
+
+        if args.without_clinical:
+            raise ConfigError("--without-clinical evaluates one run without TTA; drop the extra runs / --tta")
 
         written = Path(args.out or Path(args.run[0]) / f"ensemble_{args.split}.json")
         kwargs = {} if args.n_bootstrap is None else {"n_bootstrap": args.n_bootstrap}

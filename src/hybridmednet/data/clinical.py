@@ -4,8 +4,8 @@ Everything learned from data (the scratch tokenizer's vocabulary, feature means 
 lists) is fitted on the *training* split only and kept in a JSON-serialisable ``spec`` that the
 checkpoint stores, so evaluation and prediction on new cases reproduce training's inputs exactly.
 
-Per sample the model gets ``clinical_present`` (0 where the sample has no clinical record, or
-where modality dropout removed it) and one of: ``text_states`` + ``text_mask`` (frozen encoder),
+Per sample the model gets ``clinical_present`` (0 where the sample has no clinical record or
+none of its columns has a value, or where modality dropout removed it) and one of: ``text_states`` + ``text_mask`` (frozen encoder),
 ``token_ids`` + ``text_mask`` (scratch encoder), ``tabular`` (features).
 """
 
