@@ -7,6 +7,7 @@ an unknown key, the keys that are valid at that level.
 from __future__ import annotations
 
 import copy
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def _unwrap(annotation: Any) -> Any:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) is typing.Annotated:
         return _unwrap(args[0])
-    if typing.get_origin(annotation) is typing.Union:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # Union[A, B] and A | B
         models = [a for a in (_unwrap(x) for x in args) if isinstance(a, type) and issubclass(a, BaseModel)]
         return models or None
     return annotation
