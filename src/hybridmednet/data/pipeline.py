@@ -110,10 +110,13 @@ def _attach_clinical(cfg, train_ids: list[str], parts: dict[str, SplitArrays]) -
     c = cfg.clinical
     check_no_leak(c, getattr(cfg.source, "label_column", None))
     table = resolve_table(c, cfg.source)
-    spec = fit_clinical_spec(c, load_clinical_values(c, table, train_ids), len(train_ids))
-    # All splits at once, so a frozen text encoder runs (or reads its cache) once.
+    # One read of the metadata for the training ids (to fit) and every wanted split (to build), and
+    # all splits encoded at once, so a frozen text encoder runs (or reads its cache) once.
     ids = [i for part in parts.values() for i in part.ids]
-    arrays = clinical_arrays(c, spec, load_clinical_values(c, table, ids), len(ids),
+    values = load_clinical_values(c, table, train_ids + ids)
+    n = len(train_ids)
+    spec = fit_clinical_spec(c, {k: v[:n] for k, v in values.items()}, n)
+    arrays = clinical_arrays(c, spec, {k: v[n:] for k, v in values.items()}, len(ids),
                              cache_dir=cache_dir() if cfg.cache else None)
     start = 0
     for part in parts.values():
