@@ -34,7 +34,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SETTINGS = {
     "official28": ("dermamnist_clinical.yaml", [], "dermamnist (re-rendered) + ham10000 metadata, official split"),
     "official64": ("ham10000_clinical.yaml", [], "ham10000 images + metadata, official dermamnist split"),
-    "lesion28": ("ham10000_lesion_clinical.yaml", ["data.image_size=28", "data.augment=light"],
+    "lesion28": ("ham10000_lesion_clinical.yaml", ["data.image_size=28", "data.augment=light", "model.kwargs.stem_stride=1"],
                  "ham10000 images + metadata, lesion-grouped split"),
     "lesion64": ("ham10000_lesion_clinical.yaml", [], "ham10000 images + metadata, lesion-grouped split"),
 }
