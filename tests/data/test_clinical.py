@@ -6,18 +6,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hybridmednet.config.schema import ClinicalConfig, ExperimentConfig
+from hybridmednet.config.schema import (
+    ClinicalConfig,
+    ExperimentConfig,
+    MetadataTableConfig,
+)
 from hybridmednet.data import text_encoding
 from hybridmednet.data.clinical import (
     check_no_leak,
     clinical_arrays,
     fit_clinical_spec,
+    load_clinical_values,
+    parse_numbers,
     render_texts,
 )
 from hybridmednet.data.text_encoding import encode_texts, fit_text_spec
 from hybridmednet.errors import ConfigError, DataError
 
-VALUES = {"age": ["55.0", None, "30"], "sex": ["male", "female", None], "site": ["back", None, "face"]}
+VALUES = {"age": [55.0, None, 30.0], "sex": ["male", "female", None], "site": ["back", None, "face"]}
 
 
 def _cfg(**kw) -> ClinicalConfig:
@@ -36,9 +42,40 @@ def test_sample_without_record_has_no_text():
     assert render_texts(_cfg(), VALUES, np.array([True, False, True]))[1] is None
 
 
-def test_non_numeric_value_under_numeric_format_is_a_clear_error():
-    with pytest.raises(DataError, match="'age' must be numeric"):
-        render_texts(_cfg(), {"age": ["old"], "sex": ["m"], "site": ["back"]}, np.array([True]))
+def test_non_numeric_value_under_numeric_format_names_the_file_sample_and_column():
+    with pytest.raises(DataError, match=r"meta.csv: sample 'b': age = 'old' is not a number.*'\{age\}'"):
+        parse_numbers(_cfg(), {"age": ["40", "old"], "sex": ["m", "f"], "site": ["back", "leg"]}, ["a", "b"], source="meta.csv")
+
+
+def test_only_fields_with_a_numeric_format_are_numbers():
+    cfg = _cfg(template=["{age}-ish", "aged {age:d}", "{sex}"], missing={})
+    values = parse_numbers(cfg, {"age": ["54.6"], "sex": ["male"]}, ["a"], source="m.csv")
+    assert values == {"age": [54.6], "sex": ["male"]}
+    assert render_texts(cfg, values, np.array([True])) == ["54.6-ish, aged 55, male"]
+
+
+def _write_meta(tmp_path, text):
+    path = tmp_path / "meta.csv"
+    path.write_text(text)
+    return MetadataTableConfig(path=str(path), id_template="{image_id}")
+
+
+def test_metadata_cells_that_state_unknown_are_missing(tmp_path):
+    table = _write_meta(tmp_path, "image_id,age,sex,site\na, NA ,Unknown,back \nb,n/a,null,?\nc,40,female,-\n")
+    values = load_clinical_values(_cfg(), table, ["a", "b", "c", "zzz"])
+    assert values == {"age": [None, None, 40.0, None], "sex": [None, None, "female", None], "site": ["back", None, None, None]}
+
+
+def test_metadata_with_conflicting_duplicate_ids_is_an_error(tmp_path):
+    table = _write_meta(tmp_path, "image_id,age,sex,site\na,40,male,back\na,40,male,back\nb,30,f,leg\nb,31,f,leg\n")
+    with pytest.raises(DataError, match=r"meta.csv: id 'b' .* several rows that disagree"):
+        load_clinical_values(_cfg(), table, ["a", "b"])
+
+
+def test_metadata_matching_no_sample_is_an_error(tmp_path):
+    table = _write_meta(tmp_path, "image_id,age,sex,site\nISIC_1,40,male,back\n")
+    with pytest.raises(DataError, match=r"none of the 2 sample ids has a row.*\['ISIC_1'\].*\['train/0', 'train/1'\]"):
+        load_clinical_values(_cfg(), table, ["train/0", "train/1"])
 
 
 @pytest.mark.parametrize("where", [{"template": ["{dx_type}"]}, {"inputs": "tabular", "categorical": ["dx_type"]},
@@ -50,14 +87,14 @@ def test_dx_type_is_refused_as_input(where):
 
 def test_label_column_is_refused_as_input():
     with pytest.raises(ConfigError, match="reveal the label"):
-        check_no_leak(_cfg(template=["{dx}"]), label_column="dx")
+        check_no_leak(_cfg(template=["{dx}"]), label_columns="dx")
 
 
 def test_tabular_features_are_fitted_on_train_only():
     cfg = _cfg(inputs="tabular", numeric=["age"], categorical=["sex"])
-    spec = fit_clinical_spec(cfg, {"age": ["20", "40", None], "sex": ["male", "female", "male"]}, 3)
+    spec = fit_clinical_spec(cfg, {"age": [20.0, 40.0, None], "sex": ["male", "female", "male"]}, 3)
     assert spec["tabular"]["numeric"]["age"] == [30.0, 10.0] and spec["tabular"]["categorical"]["sex"] == ["female", "male"]
-    arrays = clinical_arrays(cfg, spec, {"age": ["50", None], "sex": ["other", None]}, 2)
+    arrays = clinical_arrays(cfg, spec, {"age": [50.0, None], "sex": ["other", None]}, 2)
     # age z-score, age-missing flag, one-hot [female, male, unseen, missing]
     np.testing.assert_allclose(arrays["tabular"], [[2, 0, 0, 0, 1, 0], [0, 1, 0, 0, 0, 1]])
     np.testing.assert_array_equal(arrays["clinical_present"], [1, 0])
@@ -113,3 +150,31 @@ def test_hf_directory_without_config_is_a_clear_error(tmp_path):
     cfg = _cfg(text_encoder={"kind": "hf", "path": str(tmp_path)})
     with pytest.raises(ConfigError, match="no config.json"):
         fit_text_spec(cfg.text_encoder, [])
+
+
+def test_hf_config_without_layer_count_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2", "n_embd": 8}')
+    cfg = _cfg(text_encoder={"kind": "hf", "path": str(tmp_path)})
+    with pytest.raises(ConfigError, match="no num_hidden_layers / hidden_size.*BERT-style"):
+        fit_text_spec(cfg.text_encoder, [])
+
+
+def test_a_trained_minilm_spec_survives_a_moved_environment(tmp_path):
+    """The checkpoint stores the training venv's MiniLM path; a rebuilt venv must still work."""
+    _minilm_dir()
+    cfg = _cfg(text_encoder={"kind": "minilm"})
+    spec = {"inputs": "text", **fit_text_spec(cfg.text_encoder, [])} | {"encoder_path": str(tmp_path / "old-venv")}
+    assert encode_texts(cfg.text_encoder, spec, ["a lesion"])["text_states"].shape[-1] == 384
+
+
+def test_several_text_layers_need_multi_level_fusion():
+    data = {"source": {"kind": "csv", "path": "x.csv", "id_column": "id"},
+            "clinical": {"template": ["{age}"], "text_encoder": {"kind": "minilm", "layers": [2, -1]}}}
+    with pytest.raises(ValueError, match=r"layers \[2, -1\].*multi_level \(this is concat\)"):
+        ExperimentConfig(name="x", data=data, model={"multimodal": {"fusion": "concat"}})
+    ExperimentConfig(name="x", data=data, model={"multimodal": {"fusion": "multi_level"}})
+
+
+def test_multi_label_columns_are_refused_as_inputs():
+    with pytest.raises(ConfigError, match="reveal the label"):
+        check_no_leak(_cfg(inputs="tabular", categorical=["MEL"]), label_columns=["mel", "nv"])

@@ -132,15 +132,15 @@ def csv_images(tmp_path):
     return tmp_path
 
 
-def test_csv_single_label_with_text_group_split(csv_images):
+def test_csv_single_label_with_group_split(csv_images):
     path = write_csv(csv_images / "m.csv", "path,label,note,patient,split\n"
                      "im0.png,cat,old,p1,train\nim1.png,dog,,p1,val\nim2.png,cat,young,p2,Test\nim3.png,dog,x,p3,train\n")
-    table = build_table(CsvSource(kind="csv", path=str(path), text_column="note", group_column="patient", split_column="split"))
+    table = build_table(CsvSource(kind="csv", path=str(path), group_column="patient", split_column="split"))
     assert table.class_names == ["cat", "dog"] and list(table.targets) == [0, 1, 0, 1]
-    assert table.texts == ["old", None, "young", "x"] and table.groups[:2] == ["p1", "p1"]
+    assert table.groups[:2] == ["p1", "p1"]
     assert list(table.splits) == ["train", "val", "test", "train"]
     record = table.record(2, 3)
-    assert record.image[0, 0].tolist() == [120, 0, 0] and record.text == "young" and record.group == "p2"
+    assert record.image[0, 0].tolist() == [120, 0, 0] and record.group == "p2"
 
 
 def test_csv_multilabel_separator_and_columns(csv_images):

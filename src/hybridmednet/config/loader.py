@@ -72,6 +72,10 @@ def _model_at(loc: tuple, root: type[BaseModel] = ExperimentConfig) -> tuple[typ
     return (model if isinstance(model, type) else None), parts
 
 
+# keys that moved, so an old config gets told where to put them
+MOVED_KEYS = {"data.source.text_column": "data.clinical.text_column (the text the model reads, with data.clinical.table)"}
+
+
 def _unwrap(annotation: Any) -> Any:
     """Reduce ``Optional[X]``, ``Annotated[Union[A, B], ...]`` to a model class or list of them."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -96,7 +100,9 @@ def explain(error: ValidationError, source: str) -> str:
             model, parts = _model_at(loc[:-1])
             parts.append(str(loc[-1]))
             valid = ", ".join(model.model_fields) if model else "?"
-            lines.append(f"unknown config key '{'.'.join(parts)}'; valid keys here: {valid}")
+            moved = MOVED_KEYS.get(".".join(parts))
+            lines.append(f"unknown config key '{'.'.join(parts)}'; "
+                         + (f"it is now {moved}" if moved else f"valid keys here: {valid}"))
             continue
         _, parts = _model_at(loc)
         key = ".".join(parts) or "<root>"

@@ -73,7 +73,6 @@ class CsvSource(StrictModel):
     label_separator: str | None = Field(None, description='multi-label in one column, e.g. "|"')
     label_columns: list[str] | None = Field(None, description="multi-label as 0/1 columns")
     class_names: list[str] | None = None
-    text_column: str | None = None
     group_column: str | None = None
     split_column: str | None = None
 
@@ -142,7 +141,9 @@ class TextEncoderConfig(StrictModel):
 class ClinicalConfig(StrictModel):
     """Clinical inputs beside the image: text (a CSV column or phrases rendered from structured
     columns) or the same columns as numeric/categorical features. Columns in ``leak_columns`` (how
-    the label was obtained, e.g. HAM10000's dx_type) are refused as inputs."""
+    the label was obtained, e.g. HAM10000's dx_type, or the diagnosis itself when the labels come
+    from elsewhere, e.g. a MedMNIST file joined with HAM10000's dx) and the source's label
+    column(s) are refused as inputs."""
 
     table: MetadataTableConfig | None = Field(None, description="where each sample's row is; None: the CSV source")
     inputs: Literal["text", "tabular"] = "text"
@@ -152,7 +153,7 @@ class ClinicalConfig(StrictModel):
     missing: dict[str, str] = Field({}, description='column -> phrase when missing (default "<column> unknown")')
     numeric: list[str] = []
     categorical: list[str] = []
-    leak_columns: list[str] = ["dx_type"]
+    leak_columns: list[str] = ["dx_type", "dx"]
     text_encoder: TextEncoderConfig = TextEncoderConfig()
 
     @model_validator(mode="after")
@@ -278,6 +279,12 @@ class ExperimentConfig(StrictModel):
         if (self.model.multimodal is None) != (self.data.clinical is None):
             raise ValueError("model.multimodal and data.clinical go together: a multimodal model needs clinical "
                              "inputs, and clinical inputs need a multimodal model")
+        clinical, mm = self.data.clinical, self.model.multimodal
+        if (mm is not None and mm.fusion != "multi_level" and clinical.inputs == "text"
+                and clinical.text_encoder.kind != "scratch" and len(clinical.text_encoder.layers) > 1):
+            # only multi-level fusion reads several text layers; the others would encode and ignore them
+            raise ValueError(f"data.clinical.text_encoder.layers {clinical.text_encoder.layers}: several text layers "
+                             f"are read only by model.multimodal.fusion multi_level (this is {mm.fusion}); keep one layer")
         return self
 
     @model_validator(mode="after")

@@ -26,13 +26,31 @@ __all__ = [
     "clinical_columns",
     "fit_clinical_spec",
     "load_clinical_values",
+    "parse_numbers",
     "render_texts",
     "resolve_table",
 ]
 
 
+_INTEGER_TYPES, _NUMBER_TYPES = set("bcdoxX"), set("bcdoxXeEfFgGn%")
+
+
+def _fields(phrase: str) -> list[tuple[str, str]]:
+    """``(column, format spec)`` of each placeholder: "{age:.0f}-year-old" -> [("age", ".0f")]."""
+    return [(field, spec or "") for _, field, spec, _ in string.Formatter().parse(phrase) if field]
+
+
 def _placeholders(phrase: str) -> list[str]:
-    return [field for _, field, _, _ in string.Formatter().parse(phrase) if field]
+    return [field for field, _ in _fields(phrase)]
+
+
+def numeric_columns(cfg) -> list[str]:
+    """Columns read as numbers: tabular ``numeric``, or template fields with a numeric format spec."""
+    if cfg.inputs == "tabular":
+        return list(cfg.numeric)
+    if cfg.text_column:
+        return []
+    return list(dict.fromkeys(f for phrase in cfg.template for f, spec in _fields(phrase) if spec[-1:] in _NUMBER_TYPES))
 
 
 def clinical_columns(cfg) -> list[str]:
@@ -46,9 +64,10 @@ def clinical_columns(cfg) -> list[str]:
     return list(dict.fromkeys(cols))
 
 
-def check_no_leak(cfg, label_column: str | None = None) -> None:
+def check_no_leak(cfg, label_columns: list[str] | str | None = None) -> None:
     """Refuse leak columns (how the label was obtained, or the label itself) as model inputs."""
-    forbidden = {c.lower() for c in cfg.leak_columns} | ({label_column.lower()} if label_column else set())
+    labels = [label_columns] if isinstance(label_columns, str) else list(label_columns or [])
+    forbidden = {c.lower() for c in [*cfg.leak_columns, *labels]}
     used = {*clinical_columns(cfg), *cfg.numeric, *cfg.categorical}
     leaks = sorted({c for c in used if c.lower() in forbidden})
     if leaks:
@@ -68,19 +87,35 @@ def resolve_table(cfg, source):
                       "or use a CSV source with data.source.id_column")
 
 
-def load_clinical_values(cfg, table, ids: list[str]) -> dict[str, list[str | None]]:
-    return load_metadata_rows(table, ids, clinical_columns(cfg), key="data.clinical.table")
+def load_clinical_values(cfg, table, ids: list[str]) -> dict[str, list]:
+    """Column -> one value per id: None where unknown, a float in :func:`numeric_columns`, else text."""
+    values = load_metadata_rows(table, ids, clinical_columns(cfg), key="data.clinical.table")
+    return parse_numbers(cfg, values, ids, source=table.path)
 
 
-def _number(value: str | None, column: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        raise DataError(f"data.clinical: column '{column}' must be numeric, got {value!r}; "
-                        "list it under data.clinical.categorical instead") from None
-    return None if math.isnan(number) else number
+def parse_numbers(cfg, values: dict[str, list], ids: list[str], *, source: str) -> dict[str, list]:
+    """Turn the numeric columns' cells into floats; a cell that is not a number is an error naming
+    the file, the sample and the column (a stated unknown such as "NA" is already None)."""
+    out = dict(values)
+    for column in numeric_columns(cfg):
+        numbers = []
+        for sample_id, value in zip(ids, values[column]):
+            try:
+                number = None if value is None else float(value)
+            except ValueError:
+                advice = ("list the column under data.clinical.categorical instead" if cfg.inputs == "tabular"
+                          else "or drop the numeric format (e.g. '{age}' instead of '{age:.0f}')")
+                raise DataError(f"{source}: sample {sample_id!r}: {column} = {value!r} is not a number; fix the "
+                                f"cell or leave it empty (unknown); {advice}") from None
+            numbers.append(None if number is None or math.isnan(number) else number)
+        out[column] = numbers
+    return out
+
+
+def _format(phrase: str, row: dict) -> str:
+    """``phrase`` filled from ``row``; integer presentations ("{age:d}") get whole numbers."""
+    ints = {f for f, spec in _fields(phrase) if spec[-1:] in _INTEGER_TYPES}
+    return phrase.format(**{f: round(v) if f in ints and isinstance(v, float) else v for f, v in row.items()})
 
 
 def render_texts(cfg, values: dict[str, list[str | None]], present: np.ndarray) -> list[str | None]:
@@ -102,10 +137,7 @@ def render_texts(cfg, values: dict[str, list[str | None]], present: np.ndarray) 
             if absent:
                 parts.extend(cfg.missing.get(f, f"{f} unknown") for f in absent)
                 continue
-            try:
-                parts.append(phrase.format(**row))
-            except ValueError:  # a numeric format spec ("{age:.0f}") needs a number
-                parts.append(phrase.format(**{f: _number(v, f) if v is not None else v for f, v in row.items()}))
+            parts.append(_format(phrase, row))
         texts.append(cfg.joiner.join(parts))
     return texts
 
@@ -123,7 +155,7 @@ def fit_clinical_spec(cfg, train_values: dict[str, list[str | None]], n_train: i
     if cfg.inputs == "tabular":
         numeric = {}
         for col in cfg.numeric:
-            xs = np.array([x for x in (_number(v, col) for v in train_values[col]) if x is not None])
+            xs = np.array([x for x in train_values[col] if x is not None])
             if xs.size == 0:
                 raise DataError(f"data.clinical.numeric: column '{col}' has no values in the training split")
             numeric[col] = [float(xs.mean()), float(xs.std()) or 1.0]
@@ -142,7 +174,7 @@ def _tabular(spec: dict, values: dict[str, list[str | None]], n: int) -> np.ndar
     """Standardised numbers with a missing flag; one-hot categories with 'unseen' and 'missing' slots."""
     cols = []
     for col, (mean, std) in spec["tabular"]["numeric"].items():
-        xs = [_number(v, col) for v in values[col]]
+        xs = values[col]
         cols.append(np.array([0.0 if x is None else (x - mean) / std for x in xs]))
         cols.append(np.array([1.0 if x is None else 0.0 for x in xs]))
     for col, cats in spec["tabular"]["categorical"].items():

@@ -10,7 +10,16 @@ import pandas as pd
 
 from hybridmednet.errors import DataError
 
-MISSING = ("", "unknown", "nan", "NaN", "none", "None")
+# cell values that state "no value" (compared stripped and case-folded)
+MISSING = frozenset({"", "unknown", "nan", "none", "na", "n/a", "null", "missing", "?", "-"})
+
+
+def clean_value(value) -> str | None:
+    """A metadata cell, stripped; None where it states no value ("", "unknown", "NA", "n/a", "null")."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return None if text.casefold() in MISSING else text
 
 
 def _read(path: str, key: str) -> pd.DataFrame:
@@ -39,12 +48,17 @@ def load_metadata_rows(cfg, ids: list[str], columns: list[str], *, key: str) -> 
         keys = [cfg.id_template.format(**row) for row in frame.to_dict("records")]
     except KeyError as exc:
         raise DataError(f"{cfg.path}: {key}.id_template names column {exc}, which the CSV lacks") from None
-    rows = dict(zip(keys, frame[columns].to_dict("records")))
-    out = {}
-    for column in columns:
-        values = [rows.get(i, {}).get(column) for i in ids]
-        out[column] = [v if v not in MISSING and v is not None else None for v in values]
-    return out
+    rows = {}
+    for k, row in zip(keys, frame[columns].to_dict("records")):
+        if rows.setdefault(k, row) != row:  # a repeated id is fine only if its rows agree
+            raise DataError(f"{cfg.path}{' joined with ' + cfg.join_path if cfg.join_path else ''}: id {k!r} "
+                            f"({key}.id_template {cfg.id_template!r}) has several rows that disagree on {columns}; "
+                            "keep one row per id, or make the id_template (or join_on) unique")
+    if ids and not any(i in rows for i in ids):
+        raise DataError(f"{cfg.path}: none of the {len(ids)} sample ids has a row here: {key}.id_template "
+                        f"{cfg.id_template!r} makes keys like {keys[:3]}, the samples' ids look like {ids[:3]}; "
+                        "fix the id_template")
+    return {column: [clean_value(rows[i][column]) if i in rows else None for i in ids] for column in columns}
 
 
 def load_subgroup_values(cfg, ids: list[str]) -> dict[str, list[str | None]]:

@@ -20,6 +20,5 @@ class SampleRecord:
     image: np.ndarray
     label: int | None = None
     labels: np.ndarray | None = None
-    text: str | None = None
     group: str | None = None
     split: str | None = None

@@ -27,7 +27,6 @@ class SampleTable:
     paths: list[str] | None = None  # or one file per row, read lazily
     splits: np.ndarray | None = None  # (N,) str in SPLITS; None when the source has no split
     groups: list[str | None] | None = None
-    texts: list[str | None] | None = None
     reader_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -55,7 +54,6 @@ class SampleTable:
             paths=pick(self.paths),
             splits=pick(self.splits),
             groups=pick(self.groups),
-            texts=pick(self.texts),
         )
 
     def record(self, i: int, channels: int) -> SampleRecord:
@@ -71,7 +69,6 @@ class SampleTable:
             image=image,
             label=None if self.multilabel else int(target),
             labels=target if self.multilabel else None,
-            text=self.texts[i] if self.texts is not None else None,
             group=self.groups[i] if self.groups is not None else None,
             split=str(self.splits[i]) if self.splits is not None else None,
         )

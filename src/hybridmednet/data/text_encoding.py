@@ -49,10 +49,13 @@ def fit_text_spec(cfg, train_texts: list[str]) -> dict:
         return {"encoder": "scratch", "vocab": vocab, "max_tokens": cfg.max_tokens}
     path = encoder_dir(cfg)
     hf = json.loads((path / "config.json").read_text())
-    n_layers = int(hf.get("num_hidden_layers", 0))
+    if "num_hidden_layers" not in hf or "hidden_size" not in hf:
+        raise ConfigError(f"{path / 'config.json'}: no num_hidden_layers / hidden_size; text_encoder kind hf needs a "
+                          "BERT-style encoder (one that returns hidden states per layer)")
+    n_layers = int(hf["num_hidden_layers"])
     bad = [i for i in cfg.layers if not -n_layers - 1 <= i <= n_layers]
     if bad:
-        raise ConfigError(f"text_encoder.layers {bad}: {path.name} has hidden states 0..{n_layers}")
+        raise ConfigError(f"text_encoder.layers {bad}: {path.name} has hidden states 0..{n_layers} (or -1..-{n_layers + 1})")
     return {"encoder": cfg.kind, "encoder_path": str(path), "feature_dim": int(hf["hidden_size"]),
             "layers": list(cfg.layers), "max_tokens": cfg.max_tokens}
 
@@ -67,8 +70,15 @@ def _tokenize_scratch(spec: dict, texts: list[str | None]) -> dict[str, np.ndarr
     return {"token_ids": ids, "text_mask": ids != 0}
 
 
-def _cache_key(spec: dict, unique: list[str]) -> str:
-    path = Path(spec["encoder_path"])
+def _model_dir(cfg, spec: dict) -> Path:
+    """Where the encoder is *now*: the installed MiniLM package (the training venv's path in the
+    spec may be gone), the spec's directory for hf, or the config's path if that one moved."""
+    if spec["encoder"] == "minilm" or not Path(spec["encoder_path"]).is_dir():
+        return encoder_dir(cfg)
+    return Path(spec["encoder_path"])
+
+
+def _cache_key(spec: dict, path: Path, unique: list[str]) -> str:
     digest = hashlib.sha256(json.dumps([spec["layers"], spec["max_tokens"], unique]).encode())
     for f in sorted(path.glob("*")):
         if f.is_file():
@@ -76,15 +86,18 @@ def _cache_key(spec: dict, unique: list[str]) -> str:
     return digest.hexdigest()[:32]
 
 
-def _encode_frozen(spec: dict, unique: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _encode_frozen(spec: dict, path: Path, unique: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(U, K, T, D) float16 token states of the chosen layers and the (U, T) attention mask."""
     import torch
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
+    try:
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        raise ConfigError(f"text_encoder kind {spec['encoder']} needs the transformers package: "
+                          "pip install 'hybridmednet[text]' (or use kind scratch)") from None
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    path = spec["encoder_path"]
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModel.from_pretrained(path, local_files_only=True).eval()
@@ -97,7 +110,11 @@ def _encode_frozen(spec: dict, unique: list[str]) -> tuple[np.ndarray, np.ndarra
             part = {k: v[start:start + 256] for k, v in batch.items()}
             hidden = model(**part, output_hidden_states=True).hidden_states
             states.append(torch.stack([hidden[i] for i in spec["layers"]], dim=1).to(torch.float16).numpy())
-    return np.concatenate(states), batch["attention_mask"].numpy().astype(bool)
+    states = np.concatenate(states)
+    if states.shape[-1] != spec["feature_dim"]:
+        raise ConfigError(f"text encoder {path}: {states.shape[-1]}-dim states, but the model was trained on "
+                          f"{spec['feature_dim']}-dim ones; use the encoder it was trained with")
+    return states, batch["attention_mask"].numpy().astype(bool)
 
 
 def encode_texts(cfg, spec: dict, texts: list[str | None], cache_dir: Path | None = None) -> dict[str, np.ndarray]:
@@ -109,14 +126,14 @@ def encode_texts(cfg, spec: dict, texts: list[str | None], cache_dir: Path | Non
     if not unique:
         k, d = len(spec["layers"]), spec["feature_dim"]
         return {"text_states": np.zeros((len(texts), k, 2, d), np.float16), "text_mask": np.zeros((len(texts), 2), bool)}
-    path = None
+    model_dir, path = _model_dir(cfg, spec), None
     if cache_dir is not None:
-        path = Path(cache_dir) / "text" / f"{_cache_key(spec, unique)}.npz"
+        path = Path(cache_dir) / "text" / f"{_cache_key(spec, model_dir, unique)}.npz"
     if path is not None and path.exists():
         with np.load(path) as cached:
             states, mask = cached["states"], cached["mask"]
     else:
-        states, mask = _encode_frozen(spec, unique)
+        states, mask = _encode_frozen(spec, model_dir, unique)
         if path is not None:
             from hybridmednet.utils.io import atomic_write
 

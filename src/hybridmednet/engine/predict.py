@@ -44,9 +44,9 @@ def clinical_inputs_for(inputs: list[str], kept: list[str], clinical_cfg, spec: 
     cell means unknown and is rendered as such)."""
     import pandas as pd
 
-    from hybridmednet.data.clinical import clinical_arrays
+    from hybridmednet.data.clinical import clinical_arrays, parse_numbers
     from hybridmednet.data.materialize import cache_dir
-    from hybridmednet.data.metadata import MISSING
+    from hybridmednet.data.metadata import clean_value
 
     csvs = [Path(i) for i in inputs if Path(i).suffix.lower() == ".csv"]
     if len(csvs) != len(inputs):
@@ -62,7 +62,8 @@ def clinical_inputs_for(inputs: list[str], kept: list[str], clinical_cfg, spec: 
         for row in frame.to_dict("records"):
             image = row[path_column] if Path(row[path_column]).is_absolute() else str(path.parent / row[path_column])
             rows[image] = row
-    values = {c: [None if rows[k][c] in MISSING else rows[k][c] for k in kept] for c in spec["columns"]}
+    values = {c: [clean_value(rows[k][c]) for k in kept] for c in spec["columns"]}
+    values = parse_numbers(clinical_cfg, values, kept, source=", ".join(map(str, csvs)))
     return clinical_arrays(clinical_cfg, spec, values, len(kept), cache_dir=cache_dir())
 
 

@@ -3,7 +3,8 @@
 The image path comes from ``path_column`` or from ``path_template`` filled with the row
 (``"{image_id}.jpg"``), relative to ``image_root`` (default: the CSV's folder). Labels are one
 class per row (``label_column``), several joined by ``label_separator`` (``"mel|nv"``), or
-0/1 ``label_columns``. Optional text, group (patient/lesion) and split columns.
+0/1 ``label_columns``. Optional group (patient/lesion), split and id columns; per-sample text
+or metadata for the model is ``data.clinical``'s (it reads any CSV by id).
 Errors name the CSV file and the row number as a spreadsheet shows it (header = row 1).
 """
 
@@ -100,7 +101,7 @@ def csv_table(cfg) -> SampleTable:
         raise DataError(f"{cfg.path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     if frame.empty:
         raise DataError(f"{cfg.path}: the CSV has no rows")
-    extra = [c for c in (cfg.text_column, cfg.group_column, cfg.split_column, cfg.id_column) if c]
+    extra = [c for c in (cfg.group_column, cfg.split_column, cfg.id_column) if c]
     _require_columns(frame, cfg.path, extra + ([cfg.label_column] if not cfg.label_columns else []))
 
     if cfg.label_columns:
@@ -125,5 +126,5 @@ def csv_table(cfg) -> SampleTable:
     ids = frame[cfg.id_column].tolist() if cfg.id_column else [Path(p).name for p in paths]
     return SampleTable(
         ids=ids, class_names=class_names, targets=targets, multilabel=multilabel, source=str(cfg.path),
-        paths=paths, splits=splits, groups=_optional(frame, cfg.group_column), texts=_optional(frame, cfg.text_column),
+        paths=paths, splits=splits, groups=_optional(frame, cfg.group_column),
     )
