@@ -13,6 +13,7 @@ from PIL import Image
 
 from hybridmednet.cli.main import main
 from hybridmednet.config.loader import load_config
+from hybridmednet.data.pipeline import prepare_data
 from hybridmednet.deploy.export import export_run
 from hybridmednet.engine.evaluate import evaluate_run
 from hybridmednet.engine.trainer import train
@@ -44,6 +45,64 @@ def test_train_evaluate_with_and_without_clinical_input(trained_run):
     assert 0 <= without["metrics"]["acc"] <= 1 and 0 <= with_text["metrics"]["acc"] <= 1
     meta = json.loads(next((trained_run / "checkpoints").glob("best*.json")).read_text())
     assert meta["clinical_spec"]["encoder"] == "scratch" and "[CLS]" in meta["clinical_spec"]["vocab"]
+    summary = json.loads((trained_run / "data_summary.json").read_text())
+    assert 0 < summary["clinical_records"]["train"] <= summary["n"]["train"]
+
+
+def _test_probabilities(run, *, without_clinical=False):
+    from hybridmednet.engine.inference import predict_arrays
+    from hybridmednet.engine.run_dir import load_trained_model
+    from hybridmednet.engine.runtime import make_runtime
+
+    model, meta, cfg = load_trained_model(run)
+    part = prepare_data(cfg.data, splits_wanted=("test",), clinical_spec=meta["clinical_spec"]).splits["test"]
+    extras = part.clinical | ({"clinical_present": np.zeros(len(part), np.float32)} if without_clinical else {})
+    prep = meta["preprocessing"]
+    return predict_arrays(model, part.images, mean=prep["mean"], std=prep["std"], runtime=make_runtime(cfg.train),
+                          multilabel=False, batch_size=64, extras=extras)[0]
+
+
+def test_the_clinical_input_changes_the_prediction(trained_run):
+    assert not np.allclose(_test_probabilities(trained_run), _test_probabilities(trained_run, without_clinical=True))
+
+
+def test_evaluation_uses_the_checkpoints_spec_not_a_refit(trained_run, clinical_npz):
+    """A metadata file edited after training (a new body site on every training row) must not
+    change the trained model's vocabulary: evaluation reads the spec from the checkpoint."""
+    meta = json.loads(next((trained_run / "checkpoints").glob("best*.json")).read_text())
+    before = evaluate_run(trained_run, "test", n_bootstrap=0)
+    rows = clinical_npz.read_text().splitlines()
+    clinical_npz.write_text("\n".join([rows[0]] + [r.replace(",back,", ",elbow,") if r.startswith("train,") else r
+                                                    for r in rows[1:]]) + "\n")
+    cfg = load_config(trained_run / "config.yaml")
+    assert "elbow" in prepare_data(cfg.data, splits_wanted=("test",)).clinical_spec["vocab"]  # a refit would move ids
+    data = prepare_data(cfg.data, splits_wanted=("test",), clinical_spec=meta["clinical_spec"])
+    assert data.clinical_spec == meta["clinical_spec"]
+    after = evaluate_run(trained_run, "test", n_bootstrap=0)["metrics"]
+    assert json.dumps(after, sort_keys=True) == json.dumps(before["metrics"], sort_keys=True)  # NaN-safe equality
+
+
+def test_vocabulary_holds_only_training_words(tiny_npz, clinical_npz, tmp_path):
+    rows = clinical_npz.read_text().splitlines()
+    clinical_npz.write_text("\n".join([rows[0]] + [r.replace(",back,", ",scalp,") if not r.startswith("train,") else r
+                                                    for r in rows[1:]]) + "\n")
+    data = prepare_data(_config(tiny_npz, clinical_npz, tmp_path).data)
+    assert "scalp" not in data.clinical_spec["vocab"] and "back" in data.clinical_spec["vocab"]
+
+
+def test_ensembles_build_each_runs_own_clinical_inputs(trained_run, tiny_npz, tmp_path):
+    """A multimodal run beside an image-only one: each gets the inputs its model takes."""
+    from hybridmednet.engine.ensemble import ensemble_probabilities
+
+    raw = tiny_config(tiny_npz.parent, tmp_path / "runs", epochs=1)
+    raw["name"] = "image_only"
+    image_only = load_config(raw=raw)
+    train(image_only, quiet=True)
+    probs, part, _, _ = ensemble_probabilities([trained_run, image_only.run_dir], "test")
+    single = _test_probabilities(trained_run)
+    assert probs.shape == single.shape and not np.allclose(probs, single)
+    same, _, _, _ = ensemble_probabilities([trained_run, trained_run], "test")
+    np.testing.assert_allclose(same, single, atol=1e-5)
 
 
 def test_predict_reads_clinical_columns_from_the_csv(trained_run, tmp_path, capsys):

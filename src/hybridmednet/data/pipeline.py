@@ -14,7 +14,7 @@ from hybridmednet.data.materialize import materialize
 from hybridmednet.data.sources import build_table
 from hybridmednet.data.splits import assign_splits, split_table
 from hybridmednet.data.table import SPLITS, SampleTable
-from hybridmednet.errors import DataError
+from hybridmednet.errors import ConfigError, DataError
 
 
 @dataclass
@@ -25,7 +25,6 @@ class SplitArrays:
     images: np.ndarray  # (N, S, S, C) uint8
     targets: np.ndarray
     groups: list[str | None] | None = None
-    texts: list[str | None] | None = None
     clinical: dict[str, np.ndarray] | None = None  # the model's clinical inputs, one row per sample
 
     def __len__(self) -> int:
@@ -65,11 +64,15 @@ def _to_arrays(table: SampleTable, cfg, skip_bad: bool) -> tuple[SplitArrays, li
         keep = np.flatnonzero(ok)
         table, images = table.subset(keep), images[keep]
     return SplitArrays(ids=list(table.ids), images=images, targets=table.targets,
-                       groups=table.groups, texts=table.texts), skipped
+                       groups=table.groups), skipped
 
 
-def prepare_data(cfg, *, splits_wanted=SPLITS) -> PreparedData:
-    """Build the splits named in ``splits_wanted`` (decoding only those)."""
+def prepare_data(cfg, *, splits_wanted=SPLITS, clinical_spec: dict | None = None) -> PreparedData:
+    """Build the splits named in ``splits_wanted`` (decoding only those).
+
+    ``clinical_spec``: a trained model's fitted clinical inputs (its checkpoint's); given, the
+    clinical inputs are built with it instead of being fitted again on today's training split,
+    so a changed metadata file cannot silently shift a trained model's vocabulary or scaling."""
     table = build_table(cfg.source)
     assignment = assign_splits(table, cfg.split.strategy, cfg.split.val_fraction, cfg.split.test_fraction, cfg.split.seed)
     parts, skipped, train_ids = {}, [], []
@@ -92,12 +95,14 @@ def prepare_data(cfg, *, splits_wanted=SPLITS) -> PreparedData:
     if len(parts) > 1:
         data.audit = audit_leakage(parts)
     if cfg.clinical is not None:
-        data.clinical_spec = _attach_clinical(cfg, train_ids, parts)
+        data.clinical_spec = attach_clinical(cfg, parts, train_ids=train_ids, spec=clinical_spec)
     return data
 
 
-def _attach_clinical(cfg, train_ids: list[str], parts: dict[str, SplitArrays]) -> dict:
-    """Fit the clinical inputs on the training split's metadata, then build every wanted split's."""
+def attach_clinical(cfg, parts: dict[str, SplitArrays], *, train_ids: list[str] | None = None,
+                    spec: dict | None = None) -> dict:
+    """Set every part's ``clinical`` inputs; returns the spec they were built with: ``spec`` (a
+    checkpoint's) or one fitted on ``train_ids``' metadata."""
     from hybridmednet.data.clinical import (
         check_no_leak,
         clinical_arrays,
@@ -108,14 +113,20 @@ def _attach_clinical(cfg, train_ids: list[str], parts: dict[str, SplitArrays]) -
     from hybridmednet.data.materialize import cache_dir
 
     c = cfg.clinical
-    check_no_leak(c, getattr(cfg.source, "label_column", None))
+    source = cfg.source
+    labels = [getattr(source, "label_column", None), *(getattr(source, "label_columns", None) or [])]
+    check_no_leak(c, [name for name in labels if name])
     table = resolve_table(c, cfg.source)
     # One read of the metadata for the training ids (to fit) and every wanted split (to build), and
     # all splits encoded at once, so a frozen text encoder runs (or reads its cache) once.
+    fit_ids = [] if spec is not None else list(train_ids or [])
+    if spec is None and not fit_ids:
+        raise ConfigError("data.clinical: no training ids to fit the clinical inputs on, and no fitted spec given")
     ids = [i for part in parts.values() for i in part.ids]
-    values = load_clinical_values(c, table, train_ids + ids)
-    n = len(train_ids)
-    spec = fit_clinical_spec(c, {k: v[:n] for k, v in values.items()}, n)
+    values = load_clinical_values(c, table, fit_ids + ids)
+    n = len(fit_ids)
+    if spec is None:
+        spec = fit_clinical_spec(c, {k: v[:n] for k, v in values.items()}, n)
     arrays = clinical_arrays(c, spec, {k: v[n:] for k, v in values.items()}, len(ids),
                              cache_dir=cache_dir() if cfg.cache else None)
     start = 0

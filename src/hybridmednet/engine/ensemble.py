@@ -8,10 +8,11 @@ command on ``--split val`` first, and the test split is read once with the chose
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
-from hybridmednet.data.pipeline import prepare_data
+from hybridmednet.data.pipeline import attach_clinical, prepare_data
 from hybridmednet.engine.run_dir import RunDir, git_commit, load_trained_model
 from hybridmednet.engine.runtime import make_runtime
 from hybridmednet.errors import ConfigError, DataError
@@ -37,7 +38,8 @@ def ensemble_probabilities(run_paths, split: str = "test", *, flips=("none",), d
         model, meta, cfg = load_trained_model(run)
         if reference is None:
             reference = (run.path, _data_key(cfg), meta["class_names"])
-            data = prepare_data(cfg.data, splits_wanted=(split,))
+            # images once; each run's clinical inputs (if any) are built below with its own fitted spec
+            data = prepare_data(cfg.data.model_copy(update={"clinical": None}), splits_wanted=(split,))
             if data.class_names != meta["class_names"]:
                 raise DataError(f"{data.source}: classes {data.class_names} differ from the model's {meta['class_names']}")
         elif (_data_key(cfg), meta["class_names"]) != reference[1:]:
@@ -49,10 +51,14 @@ def ensemble_probabilities(run_paths, split: str = "test", *, flips=("none",), d
             import torch
 
             model = model.to(memory_format=torch.channels_last)
+        part = data.splits[split]
+        if cfg.data.clinical is not None:  # a copy: the next run may have other clinical inputs or none
+            part = dataclasses.replace(part)
+            attach_clinical(cfg.data, {split: part}, spec=meta["clinical_spec"])
         prep = meta["preprocessing"]
-        probs, _ = tta_predict(model, data.splits[split].images, mean=prep["mean"], std=prep["std"], runtime=runtime,
+        probs, _ = tta_predict(model, part.images, mean=prep["mean"], std=prep["std"], runtime=runtime,
                                multilabel=data.multilabel, flips=tuple(flips), batch_size=cfg.data.eval_batch_size,
-                               extras=data.splits[split].clinical)
+                               extras=part.clinical)
         total = probs if total is None else total + probs
     return total / len(runs), data.splits[split], data.class_names, data.multilabel
 

@@ -50,7 +50,7 @@ def evaluate_run(run_path: str | Path, split: str = "test", *, n_bootstrap: int 
         import torch
 
         model = model.to(memory_format=torch.channels_last)
-    data = prepare_data(cfg.data, splits_wanted=(split,))
+    data = prepare_data(cfg.data, splits_wanted=(split,), clinical_spec=meta.get("clinical_spec"))
     if data.class_names != meta["class_names"]:
         raise DataError(f"{data.source}: classes {data.class_names} differ from the model's {meta['class_names']}")
     part = data.splits[split]

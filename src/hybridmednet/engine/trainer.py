@@ -118,6 +118,12 @@ class Trainer:
         summary = {"source": data.source, "class_names": data.class_names, "multilabel": data.multilabel,
                    "class_counts": data.class_counts(), "n": {k: len(v) for k, v in data.splits.items()},
                    "leakage": data.audit, "skipped_images": len(data.skipped)}
+        if data.clinical_spec is not None:  # how many cases carry clinical input: a silent mismatch shows here
+            summary["clinical_records"] = {k: int(v.clinical["clinical_present"].sum()) for k, v in data.splits.items()}
+            low = [k for k, v in data.splits.items() if len(v) and summary["clinical_records"][k] < 0.5 * len(v)]
+            if low:
+                log.warning(f"data.clinical: under half of the {low} cases have a metadata record "
+                            f"({summary['clinical_records']} of {summary['n']}); check data.clinical.table.id_template")
         atomic_write_json(self.run.path / "data_summary.json", summary)
         if data.skipped:
             atomic_write_text(self.run.path / "skipped_images.txt", "".join(f"{i}\t{r}\n" for i, r in data.skipped))

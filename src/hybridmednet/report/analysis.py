@@ -101,7 +101,7 @@ def analyse_run(run_path: str | Path, *, n_bootstrap: int | None = None, subgrou
     metrics = json.loads(run.metrics_json.read_text()) if run.metrics_json.exists() else {}
     if "test" not in metrics:
         metrics["test"] = evaluate_run(run.path, "test", n_bootstrap=n_boot, device=device)
-    data = prepare_data(cfg.data, splits_wanted=("val", "test"))
+    data = prepare_data(cfg.data, splits_wanted=("val", "test"), clinical_spec=meta.get("clinical_spec"))
     val, test = data.splits["val"], data.splits["test"]
     prep, multilabel, names = meta["preprocessing"], data.multilabel, data.class_names
     mean, std = prep["mean"], prep["std"]
