@@ -107,3 +107,44 @@ def test_input_names_follow_the_spec():
     assert clinical_input_names(SPECS["frozen"]) == ["clinical_present", "text_states", "text_mask"]
     assert clinical_input_names(SPECS["scratch"]) == ["clinical_present", "token_ids", "text_mask"]
     assert clinical_input_names(SPECS["tabular"]) == ["clinical_present", "tabular"]
+
+
+def test_agreement_loss_is_the_symmetric_kl_single_and_multi_label():
+    model = build("concat", "tabular", agreement_weight=1.0, image_loss_weight=0.0)
+    img, fused = torch.randn(5, 3), torch.randn(5, 3)
+    out = type("Out", (), {"image_logits": img, "logits": fused})()
+    p, q = img.softmax(1), fused.softmax(1)
+    expected = ((p * (p / q).log()).sum(1) + (q * (q / p).log()).sum(1)).mean()
+    torch.testing.assert_close(model.aux_losses(out, torch.tensor([0, 1, 2, 0, 1]))["agreement"], expected)
+    # multi-label: independent Bernoullis per class
+    p, q = img.sigmoid(), fused.sigmoid()
+
+    def kl(a, b):
+        return a * (a / b).log() + (1 - a) * ((1 - a) / (1 - b)).log()
+
+    expected = (kl(p, q) + kl(q, p)).sum(1).mean()
+    got = model.aux_losses(out, torch.randint(0, 2, (5, 3)))["agreement"]
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    same = type("Out", (), {"image_logits": img, "logits": img})()
+    assert model.aux_losses(same, torch.tensor([0, 1, 2, 0, 1]))["agreement"].abs() < 1e-6
+
+
+@pytest.mark.parametrize("fusion", ALL_FUSIONS)
+def test_every_parameter_gets_a_gradient_with_one_text_layer(fusion):
+    """Distributed training (DDP without find_unused_parameters) fails on a parameter that no
+    loss reaches; without the image losses the image-only head is not built at all."""
+    torch.manual_seed(0)
+    single = SPECS["frozen"] | {"layers": [-1]}
+    SPECS["single"] = single
+    try:
+        for weights in ({"agreement_weight": 0.1}, {"image_loss_weight": 0.0}):
+            model = build(fusion, "single", **weights)
+            out = model(torch.randn(4, 3, 16, 16), **clinical_batch(single, present=(1, 1, 1, 1)))
+            targets = torch.tensor([0, 1, 2, 0])
+            loss = torch.nn.functional.cross_entropy(out.logits, targets) + sum(model.aux_losses(out, targets).values())
+            loss.backward()
+            unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+            assert not unused, unused
+            assert (out.image_logits is None) == (fusion == "clinical_only" or "image_loss_weight" in weights)
+    finally:
+        del SPECS["single"]

@@ -234,8 +234,11 @@ class MultimodalClassifier(nn.Module):
             if image_model is None:
                 raise ConfigError(f"fusion {mm.fusion!r} needs an image backbone")
             self.image = ImageFeatures(image_model, image_size, in_chans, levels=self.levels)
-            self.image_proj = nn.Sequential(nn.LayerNorm(self.image.dim), nn.Linear(self.image.dim, mm.dim))
-            self.image_head = nn.Linear(mm.dim, num_classes)
+            # Only what a loss reaches is built: DDP fails on parameters without gradients. The
+            # image-only head exists for its losses; multi-level fusion reads the stages instead.
+            self.image_head = nn.Linear(mm.dim, num_classes) if mm.image_loss_weight or mm.agreement_weight else None
+            self.image_proj = (nn.Sequential(nn.LayerNorm(self.image.dim), nn.Linear(self.image.dim, mm.dim))
+                               if not self.levels or self.image_head is not None else None)
         if mm.fusion == "multi_level":
             self.stage_proj = nn.ModuleList(nn.Sequential(nn.LayerNorm(c), nn.Linear(c, mm.dim)) for c in self.image.stage_dims)
             self.fusion = MultiLevelFusion(mm.dim, self.levels)
@@ -268,30 +271,39 @@ class MultimodalClassifier(nn.Module):
             fused = self.fusion(None, None, txt_levels[-1], mask, txt_vecs[-1])
             return ModelOutput(logits=self.head(self.dropout(fused)), features=fused)
         tokens, stages = self.image(x)
-        img_tokens = self.image_proj(tokens)
-        img_vec = img_tokens.mean(1)
+        if self.image_proj is not None:
+            img_tokens = self.image_proj(tokens)
+            img_vec = img_tokens.mean(1)
         if self.levels:
             img_vecs = [p(s) for p, s in zip(self.stage_proj, stages)]
             txt_vecs = txt_vecs * self.levels if len(txt_vecs) == 1 else txt_vecs
             fused = self.fusion(img_vecs, txt_vecs)
         else:
             fused = self.fusion(img_tokens, img_vec, txt_levels[-1], mask, txt_vecs[-1])
-        return ModelOutput(logits=self.head(self.dropout(fused)), features=fused,
-                           image_logits=self.image_head(self.dropout(img_vec)))
+        image_logits = None if self.image_head is None else self.image_head(self.dropout(img_vec))
+        return ModelOutput(logits=self.head(self.dropout(fused)), features=fused, image_logits=image_logits)
 
     def aux_losses(self, output: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Image-only cross-entropy and the symmetric KL between image-only and fused predictions."""
+        """Image-only cross-entropy and the symmetric KL between image-only and fused predictions.
+
+        Symmetric KL is ``sum (p - q) * (log p - log q)``: over the classes of a softmax (single
+        label), or per class of independent Bernoullis, where ``log p - log q`` over both outcomes
+        sums to the logit difference (multi-label); summed over classes, averaged over the batch."""
         out = {}
         if output.image_logits is None:
             return out
         img, fused = output.image_logits.float(), output.logits.float()
+        multilabel = targets.ndim == 2
         if self.image_loss_weight > 0:
-            loss = F.binary_cross_entropy_with_logits(img, targets.float()) if targets.ndim == 2 else F.cross_entropy(img, targets)
+            loss = F.binary_cross_entropy_with_logits(img, targets.float()) if multilabel else F.cross_entropy(img, targets)
             out["image_ce"] = self.image_loss_weight * loss
         if self.agreement_weight > 0:
-            p, q = F.log_softmax(img, dim=1), F.log_softmax(fused, dim=1)
-            sym = F.kl_div(q, p, log_target=True, reduction="batchmean") + F.kl_div(p, q, log_target=True, reduction="batchmean")
-            out["agreement"] = self.agreement_weight * sym
+            if multilabel:
+                sym = (torch.sigmoid(img) - torch.sigmoid(fused)) * (img - fused)
+            else:
+                p, q = F.log_softmax(img, dim=1), F.log_softmax(fused, dim=1)
+                sym = (p.exp() - q.exp()) * (p - q)
+            out["agreement"] = self.agreement_weight * sym.sum(1).mean()
         return out
 
 
