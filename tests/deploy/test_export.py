@@ -93,3 +93,28 @@ def test_models_with_differently_sized_branches_export_with_a_dynamic_batch(name
                                              "mean": [0.5] * 3, "std": [0.5] * 3})
     report = export_module(model.eval(), metadata, tmp_path / "m.onnx")
     assert report["max_abs_diff"] < 1e-3
+
+
+@pytest.mark.parametrize("fusion", ["concat", "add", "multiply", "gated", "cross_attention", "co_attention",
+                                    "bilinear", "multi_level", "clinical_only"])
+def test_every_fusion_exports_with_dynamic_batch_and_token_axes(fusion, tmp_path):
+    """The parity check runs the file at two batch sizes and token counts other than the traced
+    ones; a fusion that reads a size through len() or a Python int traces it into a constant."""
+    import torch
+
+    from hybridmednet.config.schema import MultimodalConfig
+    from hybridmednet.deploy.export import export_module
+    from hybridmednet.models import create_model
+    from hybridmednet.models.multimodal import MultimodalClassifier, clinical_input_names
+
+    torch.manual_seed(0)
+    spec = {"inputs": "text", "encoder": "minilm", "feature_dim": 12, "max_tokens": 8,
+            "layers": [2, -1] if fusion == "multi_level" else [-1]}
+    image = None if fusion == "clinical_only" else create_model("small_cnn", 3, 3, image_size=16, widths=[8, 16, 16, 32])
+    model = MultimodalClassifier(image, 3, spec, MultimodalConfig(fusion=fusion, dim=16, heads=2), image_size=16, in_chans=3)
+    metadata = ExportMetadata(class_names=["a", "b", "c"], multilabel=False, model_name=f"mm_{fusion}", checkpoint_sha256="0",
+                              preprocessing={"image_size": 16, "resize": "squash", "channels": 3,
+                                             "mean": [0.5] * 3, "std": [0.5] * 3},
+                              clinical_spec=spec, clinical_inputs=clinical_input_names(spec))
+    report = export_module(model.eval(), metadata, tmp_path / "m.onnx")
+    assert report["max_abs_diff"] < 1e-3

@@ -173,7 +173,8 @@ class LowRankBilinearFusion(_Fusion):
         self.img, self.txt = nn.Linear(dim, dim * rank), nn.Linear(dim, dim * rank)
 
     def forward(self, img_tokens, img_vec, txt_tokens, txt_mask, txt_vec):
-        z = (self.img(img_vec) * self.txt(txt_vec)).view(len(img_vec), -1, self.rank).sum(-1)
+        # unflatten, not view(len(x), ...): the ONNX tracer would freeze len() into a constant batch size
+        z = (self.img(img_vec) * self.txt(txt_vec)).unflatten(-1, (-1, self.rank)).sum(-1)
         z = torch.sign(z) * torch.sqrt(z.abs() + 1e-6)
         return F.normalize(z, dim=1) * z.shape[1] ** 0.5
 
