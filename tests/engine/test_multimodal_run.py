@@ -162,3 +162,11 @@ def test_dermamnist_ids_get_their_ham10000_text():
         from hybridmednet.data.clinical import check_no_leak
 
         check_no_leak(cfg.model_copy(update={"template": ["{dx_type}"]}))
+
+
+def test_a_resumed_run_keeps_its_clinical_spec(trained_run, clinical_npz):
+    meta = json.loads((trained_run / "checkpoints" / "last.json").read_text())
+    clinical_npz.write_text(clinical_npz.read_text().replace(",back,", ",elbow,"))
+    train(load_config(trained_run / "config.yaml", ["train.epochs=3"]), quiet=True, resume=True)
+    after = json.loads((trained_run / "checkpoints" / "last.json").read_text())
+    assert after["epoch"] == 3 and after["clinical_spec"] == meta["clinical_spec"]

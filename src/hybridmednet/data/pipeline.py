@@ -116,7 +116,7 @@ def attach_clinical(cfg, parts: dict[str, SplitArrays], *, train_ids: list[str] 
     source = cfg.source
     labels = [getattr(source, "label_column", None), *(getattr(source, "label_columns", None) or [])]
     check_no_leak(c, [name for name in labels if name])
-    table = resolve_table(c, cfg.source)
+    table = resolve_table(c, source)
     # One read of the metadata for the training ids (to fit) and every wanted split (to build), and
     # all splits encoded at once, so a frozen text encoder runs (or reads its cache) once.
     fit_ids = [] if spec is not None else list(train_ids or [])

@@ -156,7 +156,10 @@ class Trainer:
         setup_logging(self.run.path, quiet=self.quiet, is_main=rt.is_main)
         seed_everything(cfg.seed)
         started = time.perf_counter()
-        data = prepare_data(cfg.data)  # test is decoded only for the leakage audit and class counts
+        # test is decoded only for the leakage audit and class counts; a resumed run keeps the
+        # clinical inputs it was fitted with, whatever the metadata file says now
+        resumed_spec = ckpt.read_meta(self.run.checkpoints, "last").get("clinical_spec") if self.resume else None
+        data = prepare_data(cfg.data, clinical_spec=resumed_spec)
         if rt.is_main:
             save_config(cfg, self.run.config_file)
             self._write_data_summary(data)
