@@ -26,6 +26,7 @@ __all__ = [
     "clinical_columns",
     "fit_clinical_spec",
     "load_clinical_values",
+    "numeric_columns",
     "parse_numbers",
     "render_texts",
     "resolve_table",
@@ -118,7 +119,7 @@ def _format(phrase: str, row: dict) -> str:
     return phrase.format(**{f: round(v) if f in ints and isinstance(v, float) else v for f, v in row.items()})
 
 
-def render_texts(cfg, values: dict[str, list[str | None]], present: np.ndarray) -> list[str | None]:
+def render_texts(cfg, values: dict[str, list], present: np.ndarray) -> list[str | None]:
     """One text per sample; a phrase whose value is missing becomes its ``missing`` statement
     ("age unknown"), so the text says what is unknown instead of dropping it silently."""
     n = len(present)
@@ -142,7 +143,7 @@ def render_texts(cfg, values: dict[str, list[str | None]], present: np.ndarray) 
     return texts
 
 
-def _present(values: dict[str, list[str | None]], n: int) -> np.ndarray:
+def _present(values: dict[str, list], n: int) -> np.ndarray:
     """A sample has a clinical record when any of its columns has a value."""
     if not values:
         return np.zeros(n, dtype=bool)
@@ -150,7 +151,7 @@ def _present(values: dict[str, list[str | None]], n: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- fitting (train only)
-def fit_clinical_spec(cfg, train_values: dict[str, list[str | None]], n_train: int) -> dict:
+def fit_clinical_spec(cfg, train_values: dict[str, list], n_train: int) -> dict:
     spec = {"inputs": cfg.inputs, "columns": clinical_columns(cfg)}
     if cfg.inputs == "tabular":
         numeric = {}
@@ -170,7 +171,7 @@ def fit_clinical_spec(cfg, train_values: dict[str, list[str | None]], n_train: i
     return spec
 
 
-def _tabular(spec: dict, values: dict[str, list[str | None]], n: int) -> np.ndarray:
+def _tabular(spec: dict, values: dict[str, list], n: int) -> np.ndarray:
     """Standardised numbers with a missing flag; one-hot categories with 'unseen' and 'missing' slots."""
     cols = []
     for col, (mean, std) in spec["tabular"]["numeric"].items():
@@ -186,7 +187,7 @@ def _tabular(spec: dict, values: dict[str, list[str | None]], n: int) -> np.ndar
     return np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
 
 
-def clinical_arrays(cfg, spec: dict, values: dict[str, list[str | None]], n: int, *,
+def clinical_arrays(cfg, spec: dict, values: dict[str, list], n: int, *,
                     cache_dir: Path | None = None) -> dict[str, np.ndarray]:
     """The model's clinical inputs for ``n`` samples, from their metadata values and a fitted spec."""
     present = _present(values, n)
