@@ -98,12 +98,8 @@ def main() -> None:
     path = RESULTS / f"multimodal_{args.setting}.json"
     previous = json.loads(path.read_text())["variants"] if path.exists() else {}
     cfg = load_config(preset, common)
-    tables = [cfg.data.clinical.table.path if cfg.data.clinical.table else cfg.data.source.path]
-    if cfg.data.clinical.table and cfg.data.clinical.table.join_path:
-        tables.append(cfg.data.clinical.table.join_path)
-    origin = provenance(tables + ([f"{cfg.data.source.root}/{cfg.data.source.flag}.npz"] if cfg.data.source.kind == "medmnist" else []))
     variants = {n: v for n, v in previous.items() if n in VARIANTS}
-    if args.reindex:
+    if args.reindex:  # the results file keeps its own provenance; nothing to hash again
         from _common import SUMMARY
 
         from hybridmednet.utils.io import atomic_write_json
@@ -111,6 +107,10 @@ def main() -> None:
         atomic_write_json(SUMMARY, [r for r in json.loads(SUMMARY.read_text()) if not r["results_file"].endswith(path.name)])
         write_results(path.stem, json.loads(path.read_text()), summary_rows(variants, dataset, cfg))
         return
+    tables = [cfg.data.clinical.table.path if cfg.data.clinical.table else cfg.data.source.path]
+    if cfg.data.clinical.table and cfg.data.clinical.table.join_path:
+        tables.append(cfg.data.clinical.table.join_path)
+    origin = provenance(tables + ([f"{cfg.data.source.root}/{cfg.data.source.flag}.npz"] if cfg.data.source.kind == "medmnist" else []))
     for seed in seeds:  # seed-major: a cut-short run still has every variant at the first seeds
         for name in names:
             entry = variants.setdefault(name, {"overrides": [*common, *VARIANTS[name]], "runs": []})

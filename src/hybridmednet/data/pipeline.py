@@ -119,9 +119,9 @@ def attach_clinical(cfg, parts: dict[str, SplitArrays], *, train_ids: list[str] 
     table = resolve_table(c, source)
     # One read of the metadata for the training ids (to fit) and every wanted split (to build), and
     # all splits encoded at once, so a frozen text encoder runs (or reads its cache) once.
-    fit_ids = [] if spec is not None else list(train_ids or [])
-    if spec is None and not fit_ids:
+    if spec is None and not train_ids:
         raise ConfigError("data.clinical: no training ids to fit the clinical inputs on, and no fitted spec given")
+    fit_ids = list(train_ids) if spec is None else []
     ids = [i for part in parts.values() for i in part.ids]
     values = load_clinical_values(c, table, fit_ids + ids)
     n = len(fit_ids)
