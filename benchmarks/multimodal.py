@@ -82,6 +82,14 @@ def summary_rows(variants: dict, dataset: str, cfg) -> list[dict]:
             for n, e in variants.items()]
 
 
+def data_provenance(cfg) -> dict:
+    """Provenance with the sha256 of the metadata table(s) and, for MedMNIST, the image file."""
+    tables = [cfg.data.clinical.table.path if cfg.data.clinical.table else cfg.data.source.path]
+    if cfg.data.clinical.table and cfg.data.clinical.table.join_path:
+        tables.append(cfg.data.clinical.table.join_path)
+    return provenance(tables + ([f"{cfg.data.source.root}/{cfg.data.source.flag}.npz"] if cfg.data.source.kind == "medmnist" else []))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--setting", required=True, choices=sorted(SETTINGS))
@@ -107,10 +115,7 @@ def main() -> None:
         atomic_write_json(SUMMARY, [r for r in json.loads(SUMMARY.read_text()) if not r["results_file"].endswith(path.name)])
         write_results(path.stem, json.loads(path.read_text()), summary_rows(variants, dataset, cfg))
         return
-    tables = [cfg.data.clinical.table.path if cfg.data.clinical.table else cfg.data.source.path]
-    if cfg.data.clinical.table and cfg.data.clinical.table.join_path:
-        tables.append(cfg.data.clinical.table.join_path)
-    origin = provenance(tables + ([f"{cfg.data.source.root}/{cfg.data.source.flag}.npz"] if cfg.data.source.kind == "medmnist" else []))
+    origin = data_provenance(cfg)
     for seed in seeds:  # seed-major: a cut-short run still has every variant at the first seeds
         for name in names:
             entry = variants.setdefault(name, {"overrides": [*common, *VARIANTS[name]], "runs": []})

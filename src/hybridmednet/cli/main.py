@@ -72,6 +72,20 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from hybridmednet.engine.compare import compare_runs
+
+    result = compare_runs(args.a, args.b, args.split, n_bootstrap=args.n_bootstrap, out=args.out)
+    for name, m in result["metrics"].items():
+        print(f"{name:>12}: A {m['a']:.4f}  B {m['b']:.4f}  B-A {m['diff']:+.4f} [{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}]")
+    if "mcnemar_acc" in result:
+        t = result["mcnemar_acc"]
+        print(f"McNemar (acc): only A right {t['only_a_correct']}, only B right {t['only_b_correct']}, p = {t['p_value']:.3g}")
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_predict(args) -> int:
     default_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
     out = args.out or str(default_dir / "predictions.csv")
@@ -218,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-bootstrap", type=int, default=None)
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="paired bootstrap of B - A on the same cases, from evaluated runs' predictions")
+    p.add_argument("--a", nargs="+", required=True, metavar="RUN", help="baseline run(s); several = seeds, averaged")
+    p.add_argument("--b", nargs="+", required=True, metavar="RUN", help="challenger run(s)")
+    p.add_argument("--split", default="test", help="predictions_<split>.csv to read, e.g. test, val, test_without_clinical")
+    p.add_argument("--n-bootstrap", type=int, default=1000)
+    p.add_argument("--out", default=None, help="also write the comparison as JSON")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("predict", help="predict images, a folder, or a CSV of paths")
     p.add_argument("run", help="run directory (or, with --backend onnx, an exported .onnx file)")

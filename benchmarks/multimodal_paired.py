@@ -1,0 +1,82 @@
+"""Is the fusion gain real? Image-only against fused models, paired on the same test cases.
+
+``multimodal.py`` gives every variant its own 95% interval, and those intervals overlap even
+where one model wins almost every case the two disagree on. This script trains image-only and
+each named fusion with the same recipe and seeds (the settings and variants of
+``multimodal.py``), keeps the runs, and scores fusion - image-only with ``hybridmednet compare``:
+a paired bootstrap over test cases with the seeds averaged, and McNemar's test on accuracy.
+Checkpoints are chosen on val; test is read once per run.
+
+    python benchmarks/multimodal_paired.py --setting lesion28 --variants concat --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import train_and_evaluate, write_results
+from multimodal import CONFIGS, SETTINGS, VARIANTS, data_provenance
+
+from hybridmednet.config.loader import load_config
+from hybridmednet.engine.compare import compare_runs
+
+METRICS = ("acc", "balanced_acc", "macro_f1", "auc")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--setting", required=True, choices=sorted(SETTINGS))
+    parser.add_argument("--variants", default="concat", help="comma-separated fusion variants of multimodal.py")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=10)
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS or v == "image_only"]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; choose from {[v for v in VARIANTS if v != 'image_only']}")
+    preset_name, setting_overrides, dataset = SETTINGS[args.setting]
+    common = [*setting_overrides, f"train.epochs={args.epochs}", "train.early_stopping_patience=null"]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    cfg = load_config(CONFIGS / preset_name, common)
+    origin = data_provenance(cfg)
+    runs: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as root:
+        for seed in seeds:
+            for name in ["image_only", *variants]:
+                row = train_and_evaluate(CONFIGS / preset_name, f"{name}_s{seed}", [*common, *VARIANTS[name], f"seed={seed}"], root)
+                runs.setdefault(name, []).append(row | {"seed": seed})
+                print(f"{name} seed {seed}: acc {row['metrics']['test_acc']:.4f} auc {row['metrics']['test_auc']:.4f}", flush=True)
+        baseline = [f"{root}/image_only_s{s}" for s in seeds]
+        comparisons = {}
+        for name in variants:
+            started = time.perf_counter()
+            fused = [f"{root}/{name}_s{s}" for s in seeds]
+            pooled = compare_runs(baseline, fused, "test", n_bootstrap=1000)
+            per_seed = {s: compare_runs([a], [b], "test", n_bootstrap=1000) for s, a, b in zip(seeds, baseline, fused)}
+            comparisons[name] = {k: v for k, v in pooled.items() if k not in ("a", "b")} | {
+                "per_seed": {s: {"metrics": r["metrics"], "mcnemar_acc": r["mcnemar_acc"]} for s, r in per_seed.items()},
+                "compare_s": round(time.perf_counter() - started, 1)}
+            m = pooled["metrics"]
+            print(f"{name} - image_only: " + ", ".join(f"{k} {m[k]['diff']:+.4f} [{m[k]['ci95'][0]:+.4f}, {m[k]['ci95'][1]:+.4f}]"
+                                                      for k in METRICS) + f"; McNemar p {pooled['mcnemar_acc']['p_value']:.3g}")
+    payload = {"benchmark": "multimodal_paired", "setting": args.setting, "dataset": dataset, "image_size": cfg.data.image_size,
+               "recipe": f"configs/{preset_name} {' '.join(common)}; checkpoint chosen on val; test read once per run",
+               "test": "fusion - image_only on the same test cases: paired percentile bootstrap over cases (stratified "
+                       "by class, 1000 resamples), seeds averaged inside every resample; McNemar exact test on accuracy",
+               "seeds": seeds, "runs": runs, "comparisons": comparisons, **origin}
+    rows = [{"benchmark": "multimodal_paired", "dataset": dataset, "image_size": cfg.data.image_size, "model": cfg.model.name,
+             "variant": f"{name} - image_only", "seeds": seeds,
+             "metrics": {f"test_{k}_diff": c["metrics"][k]["diff"] for k in METRICS} | {"mcnemar_p": c["mcnemar_acc"]["p_value"]},
+             "ci": {f"test_{k}_diff": c["metrics"][k]["ci95"] for k in METRICS},
+             "wall_s": round(sum(r["wall_s"] for r in runs[name] + runs["image_only"]), 1)}
+            for name, c in comparisons.items()]
+    write_results(f"multimodal_paired_{args.setting}", payload, rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""``hybridmednet compare --a RUN... --b RUN...``: is B better than A on the same cases?
+
+Reads the per-case predictions that ``hybridmednet evaluate`` wrote (``predictions_<split>.csv``)
+rather than running the models again, so a comparison costs seconds and scores exactly the
+probabilities behind each run's reported metrics. Several runs per side are seeds of one recipe;
+see :mod:`hybridmednet.metrics.comparison` for how they are pooled.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from hybridmednet.engine.checkpoint import read_meta
+from hybridmednet.engine.run_dir import RunDir
+from hybridmednet.errors import DataError
+from hybridmednet.metrics.comparison import paired_difference
+from hybridmednet.utils.io import atomic_write_json
+
+
+def read_predictions(path: Path, class_names: list[str], multilabel: bool) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(ids, probabilities, targets) from an evaluate predictions CSV, targets as class indices
+    (single-label) or a 0/1 matrix (multi-label, ``|``-joined names in the file)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = [f"prob_{c}" for c in class_names]
+    if not rows or any(c not in rows[0] for c in ["id", "target", *columns]):
+        raise DataError(f"{path}: expected the columns id, target, {', '.join(columns)} written by `hybridmednet "
+                        "evaluate`; re-run evaluate for this run")
+    index = {c: k for k, c in enumerate(class_names)}
+    targets = np.zeros((len(rows), len(class_names)), np.int64) if multilabel else np.zeros(len(rows), np.int64)
+    for i, row in enumerate(rows):
+        names = [n for n in row["target"].split("|") if n] if multilabel else [row["target"]]
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            raise DataError(f"{path}, row {i + 2}: target {unknown[0]!r} is not one of the model's classes {class_names}")
+        if multilabel:
+            targets[i, [index[n] for n in names]] = 1
+        else:
+            targets[i] = index[names[0]]
+    probs = np.array([[float(row[c]) for c in columns] for row in rows])
+    return [row["id"] for row in rows], probs, targets
+
+
+def _load_side(runs: list[str], split: str, label: str) -> tuple[list[tuple[Path, list[str], np.ndarray, np.ndarray]], dict]:
+    loaded, first = [], None
+    for run in runs:
+        run_dir = RunDir(Path(run))
+        meta = read_meta(run_dir.checkpoints, "best")
+        path = run_dir.path / f"predictions_{split}.csv"
+        if not path.exists():
+            have = sorted(p.name for p in run_dir.path.glob("predictions_*.csv")) or ["none"]
+            raise DataError(f"{path}: missing; run `hybridmednet evaluate {run} --split {split.split('_')[0]}` first "
+                            f"(predictions in this run: {', '.join(have)})")
+        kind = {"class_names": meta["class_names"], "multilabel": bool(meta["multilabel"])}
+        if first is not None and kind != first:
+            raise DataError(f"{run}: classes {kind['class_names']} differ from {runs[0]}'s {first['class_names']} ({label})")
+        first = first or kind
+        loaded.append((path, *read_predictions(path, kind["class_names"], kind["multilabel"])))
+    return loaded, first
+
+
+def compare_runs(runs_a: list[str], runs_b: list[str], split: str = "test", *, n_bootstrap: int = 1000,
+                 seed: int = 0, out: str | Path | None = None) -> dict:
+    """Paired difference B - A of the headline metrics on ``split``; checks every run scored the
+    same cases with the same targets (rows are matched by id, in any order)."""
+    side_a, kind_a = _load_side(runs_a, split, "side A")
+    side_b, kind_b = _load_side(runs_b, split, "side B")
+    if kind_a != kind_b:
+        raise DataError(f"A's classes {kind_a['class_names']} differ from B's {kind_b['class_names']}: not the same task")
+    ref_path, ref_ids, _, ref_targets = side_a[0]
+    if len(set(ref_ids)) != len(ref_ids):
+        raise DataError(f"{ref_path}: ids repeat, so cases cannot be matched between runs")
+    probs = []
+    for path, ids, p, targets in side_a + side_b:
+        order = {sample: i for i, sample in enumerate(ids)}
+        missing = [s for s in ref_ids if s not in order]
+        if missing or len(ids) != len(ref_ids):
+            raise DataError(f"{path}: scores other cases than {ref_path} (e.g. {(missing or ids)[0]!r}); compare runs "
+                            "evaluated on the same split of the same data")
+        rows = np.array([order[s] for s in ref_ids])
+        if not np.array_equal(targets[rows], ref_targets):
+            raise DataError(f"{path}: the targets differ from {ref_path} for the same ids; the runs used different labels")
+        probs.append(p[rows])
+    result = paired_difference(probs[:len(side_a)], probs[len(side_a):], ref_targets, multilabel=kind_a["multilabel"],
+                               n_bootstrap=n_bootstrap, seed=seed)
+    result |= {"split": split, "a": [str(r) for r in runs_a], "b": [str(r) for r in runs_b]}
+    if out is not None:
+        atomic_write_json(Path(out), result)
+    return result

@@ -1,0 +1,80 @@
+import json
+
+import numpy as np
+import pytest
+
+from hybridmednet.cli.main import main
+from hybridmednet.engine.compare import compare_runs
+from hybridmednet.engine.evaluate import write_predictions
+from hybridmednet.errors import DataError
+
+CLASSES = ["benign", "malignant", "other"]
+
+
+def fake_run(root, name, probs, targets, ids, *, classes=CLASSES, multilabel=False, split="test"):
+    """A run directory holding only what compare reads: best.json and evaluate's predictions CSV."""
+    run = root / name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.json").write_text(json.dumps({"class_names": classes, "multilabel": multilabel}))
+    write_predictions(run / f"predictions_{split}.csv", ids, probs, targets, classes, multilabel)
+    return str(run)
+
+
+@pytest.fixture
+def cases():
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 3, 120)
+    perfect = np.eye(3)[targets] * 0.8 + 0.2 / 3
+    guess = rng.dirichlet(np.ones(3), 120)
+    return [f"case{i}" for i in range(120)], targets, guess, perfect
+
+
+def test_rows_are_matched_by_id(tmp_path, cases):
+    ids, targets, guess, perfect = cases
+    order = np.random.default_rng(1).permutation(len(ids))
+    a = fake_run(tmp_path, "a", guess, targets, ids)
+    b = fake_run(tmp_path, "b", perfect[order], targets[order], [ids[i] for i in order])
+    out = compare_runs([a], [b], n_bootstrap=100, out=tmp_path / "cmp.json")
+    assert out["metrics"]["acc"]["b"] == 1.0 and out["metrics"]["acc"]["ci95"][0] > 0
+    assert json.loads((tmp_path / "cmp.json").read_text())["b"] == [b]
+
+
+def test_other_cases_or_labels_are_refused(tmp_path, cases):
+    ids, targets, guess, perfect = cases
+    a = fake_run(tmp_path, "a", guess, targets, ids)
+    fewer = fake_run(tmp_path, "fewer", perfect[:-1], targets[:-1], ids[:-1])
+    with pytest.raises(DataError, match="fewer.*scores other cases"):
+        compare_runs([a], [fewer])
+    relabelled = fake_run(tmp_path, "relabelled", perfect, (targets + 1) % 3, ids)
+    with pytest.raises(DataError, match="targets differ"):
+        compare_runs([a], [relabelled])
+    other_task = fake_run(tmp_path, "task", perfect, targets, ids, classes=["x", "y", "z"])
+    with pytest.raises(DataError, match="not the same task"):
+        compare_runs([a], [other_task])
+
+
+def test_missing_predictions_say_to_evaluate(tmp_path, cases):
+    ids, targets, guess, _ = cases
+    a = fake_run(tmp_path, "a", guess, targets, ids, split="val")
+    with pytest.raises(DataError, match=r"predictions_test.csv: missing; run `hybridmednet evaluate .* --split test`"
+                                        r".*predictions_val.csv"):
+        compare_runs([a], [a], "test")
+
+
+def test_multilabel_runs(tmp_path):
+    rng = np.random.default_rng(2)
+    targets = (rng.random((80, 3)) < 0.5).astype(np.int64)
+    ids = [f"img{i}" for i in range(80)]
+    a = fake_run(tmp_path, "a", rng.random((80, 3)), targets, ids, multilabel=True)
+    b = fake_run(tmp_path, "b", targets * 0.9 + 0.05, targets, ids, multilabel=True)
+    out = compare_runs([a], [b], n_bootstrap=50)
+    assert out["metrics"]["subset_acc"]["b"] == 1.0 and "mcnemar_acc" not in out
+
+
+def test_cli_prints_the_difference(tmp_path, cases, capsys):
+    ids, targets, guess, perfect = cases
+    a, b = fake_run(tmp_path, "a", guess, targets, ids), fake_run(tmp_path, "b", perfect, targets, ids)
+    assert main(["compare", "--a", a, "--b", b, "--n-bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "B-A" in out and "McNemar" in out
+    assert main(["compare", "--a", a, "--b", str(tmp_path / "nothing")]) == 2
