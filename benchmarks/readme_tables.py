@@ -18,17 +18,24 @@ COLUMNS = [("test_acc", "test ACC"), ("test_acc_std", "ACC std"), ("gap_test_acc
            ("test_macro_f1", "macro-F1"), ("val_acc", "val ACC"), ("val_auc", "val AUC"), ("params_m", "params (M)"), ("gflops", "GFLOPs"),
            ("train_img_s", "train img/s"), ("time_to_best_s", "time to best (s)"), ("sparsity", "sparsity"), ("size_mb", "file MB"),
            ("latency_ms_p50", "b1 p50 ms"), ("latency_ms_p95", "b1 p95 ms"), ("throughput_b64_img_s", "b64 img/s"),
-           ("peak_rss_mb", "peak MB")]
+           ("peak_rss_mb", "peak MB"), ("test_acc_diff", "ACC gain"), ("test_balanced_acc_diff", "bal. ACC gain"),
+           ("test_macro_f1_diff", "macro-F1 gain"), ("test_auc_diff", "AUC gain"), ("mcnemar_p", "McNemar p")]
 
 
-def fmt(value, ci=None, sign: bool = False) -> str:
+def fmt(value, ci=None, sign: bool = False, key: str = "") -> str:
+    """``gap_*`` cells say "met" when non-negative; ``*_diff`` (paired differences) carry their sign."""
     if value is None:
         return "–"
-    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.4f}"
+    if key.endswith("_diff"):
+        text = f"{value:+.4f}"
+    elif key.endswith("_p"):
+        text = f"{value:.2g}"
+    else:
+        text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.4f}"
     if sign:
         text = ("met, +" if value >= 0 else "") + text
     if ci:
-        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+        text += f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if key.endswith("_diff") else f" [{ci[0]:.3f}, {ci[1]:.3f}]"
     return text
 
 
@@ -41,7 +48,7 @@ def render(rows: list[dict]) -> str:
                   "| dataset | px | model | variant | seeds | " + " | ".join(h for _, h in cols) + " | wall (s) | results file |",
                   "|---" * (len(cols) + 7) + "|"]
         for r in group:
-            cells = [fmt(r["metrics"].get(k), r["ci"].get(k), sign=k.startswith("gap_")) for k, _ in cols]
+            cells = [fmt(r["metrics"].get(k), r["ci"].get(k), sign=k.startswith("gap_"), key=k) for k, _ in cols]
             lines.append(f"| {r['dataset']} | {r['image_size']} | {r['model']} | {r['variant']} | {','.join(map(str, r['seeds']))} | "
                          + " | ".join(cells) + f" | {fmt(r['wall_s'])} | [{r['results_file']}]({r['results_file']}) |")
         lines.append("")
