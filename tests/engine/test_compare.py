@@ -78,3 +78,9 @@ def test_cli_prints_the_difference(tmp_path, cases, capsys):
     out = capsys.readouterr().out
     assert "B-A" in out and "McNemar" in out
     assert main(["compare", "--a", a, "--b", str(tmp_path / "nothing")]) == 2
+
+
+def test_each_side_needs_a_run(tmp_path, cases):
+    ids, targets, guess, _ = cases
+    with pytest.raises(ValueError, match="at least one run"):
+        compare_runs([fake_run(tmp_path, "a", guess, targets, ids)], [])

@@ -66,6 +66,8 @@ def compare_runs(runs_a: list[str], runs_b: list[str], split: str = "test", *, n
                  seed: int = 0, out: str | Path | None = None) -> dict:
     """Paired difference B - A of the headline metrics on ``split``; checks every run scored the
     same cases with the same targets (rows are matched by id, in any order)."""
+    if not runs_a or not runs_b:
+        raise ValueError("compare needs at least one run on each side (A and B)")
     side_a, kind_a = _load_side(runs_a, split, "side A")
     side_b, kind_b = _load_side(runs_b, split, "side B")
     if kind_a != kind_b:
