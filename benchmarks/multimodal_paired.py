@@ -4,22 +4,24 @@
 where one model wins almost every case the two disagree on. This script trains image-only and
 each named fusion with the same recipe and seeds (the settings and variants of
 ``multimodal.py``), keeps the runs, and scores fusion - image-only with ``hybridmednet compare``:
-a paired bootstrap over test cases with the seeds averaged, and McNemar's test on accuracy.
-Checkpoints are chosen on val; test is read once per run.
+a paired bootstrap over test cases with the seeds averaged, and McNemar's test on accuracy for
+each seed. Checkpoints are chosen on val; test is read once per run.
 
     python benchmarks/multimodal_paired.py --setting lesion28 --variants concat --seeds 0,1,2
+    python benchmarks/multimodal_paired.py --setting lesion28 --reindex   # summary rows from the file
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import train_and_evaluate, write_results
+from _common import RESULTS, git_state, train_and_evaluate, write_results
 from multimodal import CONFIGS, SETTINGS, VARIANTS, data_provenance
 
 from hybridmednet.config.loader import load_config
@@ -28,12 +30,40 @@ from hybridmednet.engine.compare import compare_runs
 METRICS = ("acc", "balanced_acc", "macro_f1", "auc")
 
 
+def summary_rows(payload: dict, model: str) -> list[dict]:
+    """One index row per fusion: the pooled differences and the least significant seed's McNemar p."""
+    runs = payload["runs"]
+    return [{"benchmark": "multimodal_paired", "dataset": payload["dataset"], "image_size": payload["image_size"],
+             "model": model, "variant": f"{name} - image_only", "seeds": payload["seeds"],
+             "metrics": {f"test_{k}_diff": c["metrics"][k]["diff"] for k in METRICS}
+             | {"mcnemar_p_max": max(t["p_value"] for t in c["mcnemar_acc"])},
+             "ci": {f"test_{k}_diff": c["metrics"][k]["ci95"] for k in METRICS},
+             "wall_s": round(sum(r["wall_s"] for r in runs[name] + runs["image_only"]), 1)}
+            for name, c in payload["comparisons"].items()]
+
+
+def reindex(path: Path, model: str) -> None:
+    """Rewrite the summary rows from the results file. Files written before McNemar became one
+    test per seed (1c28fca, 69b2025) held a test pooled over seeds, which counts every test case
+    once per seed and so overstates significance: it is replaced by the per-seed tests the file
+    already holds, and the file says so."""
+    payload = json.loads(path.read_text())
+    for c in payload["comparisons"].values():
+        if isinstance(c.get("mcnemar_acc"), dict):
+            c["mcnemar_acc"] = [c["per_seed"][str(s)]["mcnemar_acc"] for s in payload["seeds"]]
+            payload["amended"] = {"by": f"python benchmarks/multimodal_paired.py --setting {payload['setting']} --reindex",
+                                  "git": git_state(), "what": "the McNemar test pooled over seeds (it counted every "
+                                  "test case once per seed) replaced by the per-seed tests from per_seed; nothing retrained"}
+    write_results(path.stem, payload, summary_rows(payload, model))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--setting", required=True, choices=sorted(SETTINGS))
     parser.add_argument("--variants", default="concat", help="comma-separated fusion variants of multimodal.py")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--reindex", action="store_true", help="rewrite the summary rows from the results file; no training")
     args = parser.parse_args()
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS or v == "image_only"]
@@ -43,6 +73,9 @@ def main() -> None:
     common = [*setting_overrides, f"train.epochs={args.epochs}", "train.early_stopping_patience=null"]
     seeds = [int(s) for s in args.seeds.split(",")]
     cfg = load_config(CONFIGS / preset_name, common)
+    if args.reindex:
+        reindex(RESULTS / f"multimodal_paired_{args.setting}.json", cfg.model.name)
+        return
     origin = data_provenance(cfg)
     runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as root:
@@ -59,23 +92,18 @@ def main() -> None:
             pooled = compare_runs(baseline, fused, "test", n_bootstrap=1000)
             per_seed = {s: compare_runs([a], [b], "test", n_bootstrap=1000) for s, a, b in zip(seeds, baseline, fused)}
             comparisons[name] = {k: v for k, v in pooled.items() if k not in ("a", "b")} | {
-                "per_seed": {s: {"metrics": r["metrics"], "mcnemar_acc": r["mcnemar_acc"]} for s, r in per_seed.items()},
+                "per_seed": {s: {"metrics": r["metrics"], "mcnemar_acc": r["mcnemar_acc"][0]} for s, r in per_seed.items()},
                 "compare_s": round(time.perf_counter() - started, 1)}
             m = pooled["metrics"]
             print(f"{name} - image_only: " + ", ".join(f"{k} {m[k]['diff']:+.4f} [{m[k]['ci95'][0]:+.4f}, {m[k]['ci95'][1]:+.4f}]"
-                                                      for k in METRICS) + f"; McNemar p {pooled['mcnemar_acc']['p_value']:.3g}")
+                                                      for k in METRICS)
+                  + "; McNemar p per seed " + ", ".join(f"{t['p_value']:.3g}" for t in pooled["mcnemar_acc"]))
     payload = {"benchmark": "multimodal_paired", "setting": args.setting, "dataset": dataset, "image_size": cfg.data.image_size,
                "recipe": f"configs/{preset_name} {' '.join(common)}; checkpoint chosen on val; test read once per run",
                "test": "fusion - image_only on the same test cases: paired percentile bootstrap over cases (stratified "
-                       "by class, 1000 resamples), seeds averaged inside every resample; McNemar exact test on accuracy",
+                       "by class, 1000 resamples), seeds averaged inside every resample; McNemar exact test on accuracy per seed",
                "seeds": seeds, "runs": runs, "comparisons": comparisons, **origin}
-    rows = [{"benchmark": "multimodal_paired", "dataset": dataset, "image_size": cfg.data.image_size, "model": cfg.model.name,
-             "variant": f"{name} - image_only", "seeds": seeds,
-             "metrics": {f"test_{k}_diff": c["metrics"][k]["diff"] for k in METRICS} | {"mcnemar_p": c["mcnemar_acc"]["p_value"]},
-             "ci": {f"test_{k}_diff": c["metrics"][k]["ci95"] for k in METRICS},
-             "wall_s": round(sum(r["wall_s"] for r in runs[name] + runs["image_only"]), 1)}
-            for name, c in comparisons.items()]
-    write_results(f"multimodal_paired_{args.setting}", payload, rows)
+    write_results(f"multimodal_paired_{args.setting}", payload, summary_rows(payload, cfg.model.name))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ COLUMNS = [("test_acc", "test ACC"), ("test_acc_std", "ACC std"), ("gap_test_acc
            ("train_img_s", "train img/s"), ("time_to_best_s", "time to best (s)"), ("sparsity", "sparsity"), ("size_mb", "file MB"),
            ("latency_ms_p50", "b1 p50 ms"), ("latency_ms_p95", "b1 p95 ms"), ("throughput_b64_img_s", "b64 img/s"),
            ("peak_rss_mb", "peak MB"), ("test_acc_diff", "ACC gain"), ("test_balanced_acc_diff", "bal. ACC gain"),
-           ("test_macro_f1_diff", "macro-F1 gain"), ("test_auc_diff", "AUC gain"), ("mcnemar_p", "McNemar p")]
+           ("test_macro_f1_diff", "macro-F1 gain"), ("test_auc_diff", "AUC gain"), ("mcnemar_p_max", "McNemar p, worst seed")]
 
 
 def fmt(value, ci=None, sign: bool = False, key: str = "") -> str:
@@ -28,7 +28,7 @@ def fmt(value, ci=None, sign: bool = False, key: str = "") -> str:
         return "–"
     if key.endswith("_diff"):
         text = f"{value:+.4f}"
-    elif key.endswith("_p"):
+    elif key.startswith("mcnemar_p"):
         text = f"{value:.2g}"
     else:
         text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.4f}"

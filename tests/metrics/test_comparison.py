@@ -29,7 +29,7 @@ def test_identical_models_differ_by_exactly_zero():
     out = paired_difference([a], [a.copy()], targets, multilabel=False, n_bootstrap=50)
     for m in out["metrics"].values():
         assert m["diff"] == 0 and m["ci95"] == [0.0, 0.0]
-    assert out["mcnemar_acc"] == {"only_a_correct": 0, "only_b_correct": 0, "p_value": 1.0}
+    assert out["mcnemar_acc"] == [{"only_a_correct": 0, "only_b_correct": 0, "p_value": 1.0}]
 
 
 def test_pairing_detects_a_gain_that_separate_intervals_miss():
@@ -41,15 +41,19 @@ def test_pairing_detects_a_gain_that_separate_intervals_miss():
     ci_a = bootstrap_ci(single_label_headline, a, targets, n_resamples=300)["acc"]
     ci_b = bootstrap_ci(single_label_headline, b, targets, n_resamples=300)["acc"]
     assert ci_b[0] < ci_a[1]  # the unpaired intervals overlap
-    assert out["mcnemar_acc"]["only_b_correct"] == 16 and out["mcnemar_acc"]["only_a_correct"] == 0
-    assert out["mcnemar_acc"]["p_value"] == pytest.approx(2 * 0.5**16)
+    [test] = out["mcnemar_acc"]
+    assert test["only_b_correct"] == 16 and test["only_a_correct"] == 0
+    assert test["p_value"] == pytest.approx(2 * 0.5**16)
 
 
 def test_seeds_are_averaged_before_differencing():
     a, b, targets, gain = shared_difficulty()
     out = paired_difference([a, a], [b, a], targets, multilabel=False, n_bootstrap=50)
     assert out["metrics"]["acc"]["diff"] == pytest.approx(gain / 2)
-    assert out["seeds_a"] == out["seeds_b"] == 2 and "mcnemar_acc" in out
+    assert out["seeds_a"] == out["seeds_b"] == 2
+    # one McNemar test per seed pair: the seeds share the test cases, so their counts are not summed
+    assert [t["only_b_correct"] for t in out["mcnemar_acc"]] == [16, 0]
+    assert out["mcnemar_acc"][1]["p_value"] == 1.0
     uneven = paired_difference([a], [b, b], targets, multilabel=False, n_bootstrap=50)
     assert uneven["metrics"]["acc"]["diff"] == pytest.approx(gain) and "mcnemar_acc" not in uneven
 

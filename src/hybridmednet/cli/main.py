@@ -78,9 +78,9 @@ def cmd_compare(args) -> int:
     result = compare_runs(args.a, args.b, args.split, n_bootstrap=args.n_bootstrap, out=args.out)
     for name, m in result["metrics"].items():
         print(f"{name:>12}: A {m['a']:.4f}  B {m['b']:.4f}  B-A {m['diff']:+.4f} [{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}]")
-    if "mcnemar_acc" in result:
-        t = result["mcnemar_acc"]
-        print(f"McNemar (acc): only A right {t['only_a_correct']}, only B right {t['only_b_correct']}, p = {t['p_value']:.3g}")
+    for k, t in enumerate(result.get("mcnemar_acc", [])):
+        print(f"McNemar (acc), run pair {k + 1}: only A right {t['only_a_correct']}, only B right {t['only_b_correct']}, "
+              f"p = {t['p_value']:.3g}")
     if args.out:
         print(f"wrote {args.out}")
     return 0

@@ -8,7 +8,7 @@ which is much narrower and is the honest answer to "does fusion beat image-only?
 Several seeds of each model are compared as one difference: the mean over seeds of B_s - A_s,
 every seed scored on the same resampled cases, so the interval covers test-set sampling while
 the seed average damps training noise. Single-label accuracy also gets McNemar's exact test
-(the binomial test on the cases exactly one model gets right), pooled over seeds by summing.
+(the binomial test on the cases exactly one model gets right), one per seed pair.
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ def paired_difference(probs_a: Sequence[np.ndarray], probs_b: Sequence[np.ndarra
            "ci_method": "paired percentile bootstrap over cases" + ("" if multilabel else ", stratified by class"),
            "metrics": {k: {"a": mean_a[k], "b": mean_b[k], "diff": mean_b[k] - mean_a[k], "ci95": list(ci[k])}
                        for k in mean_a}}
-    if not multilabel and len(a) == len(b):  # McNemar pairs case k of seed s in A with case k of seed s in B
-        ok_a = np.concatenate([p.argmax(axis=1) == targets for p in a])
-        ok_b = np.concatenate([p.argmax(axis=1) == targets for p in b])
-        out["mcnemar_acc"] = mcnemar_exact(ok_a, ok_b)
+    if not multilabel and len(a) == len(b):
+        # One test per seed pair (A's seed s against B's seed s), never pooled: the seeds score the
+        # same cases, so summing their discordant counts would count each case several times.
+        out["mcnemar_acc"] = [mcnemar_exact(pa.argmax(axis=1) == targets, pb.argmax(axis=1) == targets)
+                              for pa, pb in zip(a, b)]
     return out
