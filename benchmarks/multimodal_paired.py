@@ -92,7 +92,7 @@ def main() -> None:
             pooled = compare_runs(baseline, fused, "test", n_bootstrap=1000)
             per_seed = {s: compare_runs([a], [b], "test", n_bootstrap=1000) for s, a, b in zip(seeds, baseline, fused)}
             comparisons[name] = {k: v for k, v in pooled.items() if k not in ("a", "b")} | {
-                "per_seed": {s: {"metrics": r["metrics"], "mcnemar_acc": r["mcnemar_acc"][0]} for s, r in per_seed.items()},
+                "per_seed": {s: {"metrics": r["metrics"]} for s, r in per_seed.items()},  # McNemar: pooled["mcnemar_acc"]
                 "compare_s": round(time.perf_counter() - started, 1)}
             m = pooled["metrics"]
             print(f"{name} - image_only: " + ", ".join(f"{k} {m[k]['diff']:+.4f} [{m[k]['ci95'][0]:+.4f}, {m[k]['ci95'][1]:+.4f}]"

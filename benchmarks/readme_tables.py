@@ -22,7 +22,7 @@ COLUMNS = [("test_acc", "test ACC"), ("test_acc_std", "ACC std"), ("gap_test_acc
            ("test_macro_f1_diff", "macro-F1 gain"), ("test_auc_diff", "AUC gain"), ("mcnemar_p_max", "McNemar p, worst seed")]
 
 
-def fmt(value, ci=None, sign: bool = False, key: str = "") -> str:
+def fmt(value, ci=None, key: str = "") -> str:
     """``gap_*`` cells say "met" when non-negative; ``*_diff`` (paired differences) carry their sign."""
     if value is None:
         return "–"
@@ -32,7 +32,7 @@ def fmt(value, ci=None, sign: bool = False, key: str = "") -> str:
         text = f"{value:.2g}"
     else:
         text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.4f}"
-    if sign:
+    if key.startswith("gap_"):
         text = ("met, +" if value >= 0 else "") + text
     if ci:
         text += f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if key.endswith("_diff") else f" [{ci[0]:.3f}, {ci[1]:.3f}]"
@@ -48,7 +48,7 @@ def render(rows: list[dict]) -> str:
                   "| dataset | px | model | variant | seeds | " + " | ".join(h for _, h in cols) + " | wall (s) | results file |",
                   "|---" * (len(cols) + 7) + "|"]
         for r in group:
-            cells = [fmt(r["metrics"].get(k), r["ci"].get(k), sign=k.startswith("gap_"), key=k) for k, _ in cols]
+            cells = [fmt(r["metrics"].get(k), r["ci"].get(k), key=k) for k, _ in cols]
             lines.append(f"| {r['dataset']} | {r['image_size']} | {r['model']} | {r['variant']} | {','.join(map(str, r['seeds']))} | "
                          + " | ".join(cells) + f" | {fmt(r['wall_s'])} | [{r['results_file']}]({r['results_file']}) |")
         lines.append("")

@@ -59,6 +59,8 @@ def test_missing_predictions_say_to_evaluate(tmp_path, cases):
     with pytest.raises(DataError, match=r"predictions_test.csv: missing; run `hybridmednet evaluate .* --split test`"
                                         r".*predictions_val.csv"):
         compare_runs([a], [a], "test")
+    with pytest.raises(DataError, match=r"evaluate .* --split test --without-clinical` first"):
+        compare_runs([a], [a], "test_without_clinical")
 
 
 def test_multilabel_runs(tmp_path):

@@ -8,40 +8,16 @@ see :mod:`hybridmednet.metrics.comparison` for how they are pooled.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from hybridmednet.engine.checkpoint import read_meta
+from hybridmednet.engine.evaluate import read_predictions
 from hybridmednet.engine.run_dir import RunDir
 from hybridmednet.errors import DataError
 from hybridmednet.metrics.comparison import paired_difference
 from hybridmednet.utils.io import atomic_write_json
-
-
-def read_predictions(path: Path, class_names: list[str], multilabel: bool) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(ids, probabilities, targets) from an evaluate predictions CSV, targets as class indices
-    (single-label) or a 0/1 matrix (multi-label, ``|``-joined names in the file)."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    columns = [f"prob_{c}" for c in class_names]
-    if not rows or any(c not in rows[0] for c in ["id", "target", *columns]):
-        raise DataError(f"{path}: expected the columns id, target, {', '.join(columns)} written by `hybridmednet "
-                        "evaluate`; re-run evaluate for this run")
-    index = {c: k for k, c in enumerate(class_names)}
-    targets = np.zeros((len(rows), len(class_names)), np.int64) if multilabel else np.zeros(len(rows), np.int64)
-    for i, row in enumerate(rows):
-        names = [n for n in row["target"].split("|") if n] if multilabel else [row["target"]]
-        unknown = [n for n in names if n not in index]
-        if unknown:
-            raise DataError(f"{path}, row {i + 2}: target {unknown[0]!r} is not one of the model's classes {class_names}")
-        if multilabel:
-            targets[i, [index[n] for n in names]] = 1
-        else:
-            targets[i] = index[names[0]]
-    probs = np.array([[float(row[c]) for c in columns] for row in rows])
-    return [row["id"] for row in rows], probs, targets
 
 
 def _load_side(runs: list[str], split: str, label: str) -> tuple[list[tuple[Path, list[str], np.ndarray, np.ndarray]], dict]:
@@ -52,7 +28,8 @@ def _load_side(runs: list[str], split: str, label: str) -> tuple[list[tuple[Path
         path = run_dir.path / f"predictions_{split}.csv"
         if not path.exists():
             have = sorted(p.name for p in run_dir.path.glob("predictions_*.csv")) or ["none"]
-            raise DataError(f"{path}: missing; run `hybridmednet evaluate {run} --split {split.split('_')[0]}` first "
+            flags = f"--split {split.removesuffix('_without_clinical')}" + (" --without-clinical" if split.endswith("_without_clinical") else "")
+            raise DataError(f"{path}: missing; run `hybridmednet evaluate {run} {flags}` first "
                             f"(predictions in this run: {', '.join(have)})")
         kind = {"class_names": meta["class_names"], "multilabel": bool(meta["multilabel"])}
         if first is not None and kind != first:

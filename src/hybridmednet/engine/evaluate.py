@@ -38,6 +38,30 @@ def write_predictions(path: Path, ids, probs: np.ndarray, targets: np.ndarray, c
     atomic_write(path, write)
 
 
+def read_predictions(path: Path, class_names: list[str], multilabel: bool) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(ids, probabilities, targets) from an evaluate predictions CSV, targets as class indices
+    (single-label) or a 0/1 matrix (multi-label, ``|``-joined names in the file)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = [f"prob_{c}" for c in class_names]
+    if not rows or any(c not in rows[0] for c in ["id", "target", *columns]):
+        raise DataError(f"{path}: expected the columns id, target, {', '.join(columns)} written by `hybridmednet "
+                        "evaluate`; re-run evaluate for this run")
+    index = {c: k for k, c in enumerate(class_names)}
+    targets = np.zeros((len(rows), len(class_names)), np.int64) if multilabel else np.zeros(len(rows), np.int64)
+    for i, row in enumerate(rows):
+        names = [n for n in row["target"].split("|") if n] if multilabel else [row["target"]]
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            raise DataError(f"{path}, row {i + 2}: target {unknown[0]!r} is not one of the model's classes {class_names}")
+        if multilabel:
+            targets[i, [index[n] for n in names]] = 1
+        else:
+            targets[i] = index[names[0]]
+    probs = np.array([[float(row[c]) for c in columns] for row in rows])
+    return [row["id"] for row in rows], probs, targets
+
+
 def evaluate_run(run_path: str | Path, split: str = "test", *, n_bootstrap: int | None = None,
                  device: str | None = None, without_clinical: bool = False) -> dict:
     """``without_clinical``: a multimodal model evaluated as if no case had clinical input (robustness

@@ -21,7 +21,7 @@ from hybridmednet.metrics.bootstrap import bootstrap_ci
 from hybridmednet.metrics.classification import multi_label_headline, single_label_headline
 
 
-def _stack(runs: Sequence[np.ndarray], name: str) -> list[np.ndarray]:
+def _check_runs(runs: Sequence[np.ndarray], name: str) -> list[np.ndarray]:
     runs = [np.asarray(r, dtype=np.float64) for r in runs]
     if not runs:
         raise ValueError(f"{name}: no prediction arrays given")
@@ -49,7 +49,7 @@ def paired_difference(probs_a: Sequence[np.ndarray], probs_b: Sequence[np.ndarra
     ``targets``; A and B may have different seed counts. Single-label resampling is stratified
     by class, as for every other interval in the package.
     """
-    a, b = _stack(probs_a, "model A"), _stack(probs_b, "model B")
+    a, b = _check_runs(probs_a, "model A"), _check_runs(probs_b, "model B")
     targets = np.asarray(targets)
     if a[0].shape != b[0].shape or len(targets) != len(a[0]):
         raise ValueError(f"A {a[0].shape} and B {b[0].shape} must score the same cases and classes as the "
