@@ -26,10 +26,10 @@ from hybridmednet.config.loader import load_config
 from hybridmednet.deploy.benchmark import benchmark_run
 from hybridmednet.deploy.evaluate import evaluate_onnx
 from hybridmednet.deploy.export import export_run
-from hybridmednet.deploy.prune import sparsity
+from hybridmednet.engine.compress.prune import sparsity
 from hybridmednet.deploy.quantize import quantize_run
 from hybridmednet.engine.evaluate import evaluate_run
-from hybridmednet.engine.run_dir import load_trained_model
+from hybridmednet.engine.run import Run
 from hybridmednet.engine.trainer import train
 from hybridmednet.errors import ConfigError
 
@@ -137,7 +137,7 @@ def main() -> None:
         export_run(pruned.run_dir, "onnx")
         onnx_path = pruned.run_dir / "export" / "model.onnx"
         pb = benchmark_run(pruned.run_dir, iters=args.iters, onnx_files=[onnx_path])
-        pruned_model, _, _ = load_trained_model(pruned.run_dir)
+        pruned_model = Run.load(pruned.run_dir).model
         add(f"onnx fp32 pruned {method} {args.prune_amount:.0%}", evaluate_onnx(pruned.run_dir, onnx_path),
             pb["rows"][1], {"params_m": pb["params_m"], "gflops": pb["gflops"], "sparsity": sparsity(pruned_model),
                             "finetune_epochs": args.finetune_epochs})

@@ -40,7 +40,7 @@ from hybridmednet.engine.optim import build_optimizer
 from hybridmednet.engine.runtime import cpu_has_native_bf16
 from hybridmednet.engine.trainer import train
 from hybridmednet.models import create_model
-from hybridmednet.models.output import as_output
+from hybridmednet.output import as_output
 
 PRESET = Path(__file__).resolve().parents[1] / "configs" / "dermamnist.yaml"
 # Peak of 2 Zen 4 cores (the figures): 2 x 3.2 GHz x 2 FMA units x 16 fp32 lanes x 2 FLOP.

@@ -103,3 +103,20 @@ def image_folder(tmp_path: Path) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(d / f"patient{i // 2}_img{i}.png")
     return root
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny trained run shared by a test module (trained once per module)."""
+    from hybridmednet.config.loader import load_config
+    from hybridmednet.engine.trainer import train
+
+    root = tmp_path_factory.mktemp("trained")
+    arrays = {}
+    for split, n, seed in (("train", 40, 0), ("val", 10, 1), ("test", 10, 2)):
+        x, y = pattern_images(n, 3, 16, 3, seed)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y[:, None]
+    np.savez(root / "tinymnist.npz", **arrays)
+    cfg = load_config(raw=tiny_config(root, root / "runs", epochs=2))
+    train(cfg, quiet=True)
+    return cfg.run_dir

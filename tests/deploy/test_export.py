@@ -36,11 +36,12 @@ def test_onnx_matches_the_pytorch_model_on_the_same_images(trained_run):
 
     from hybridmednet.data.preprocess import normalize_batch
     from hybridmednet.deploy.onnx_runtime import OnnxClassifier
-    from hybridmednet.engine.run_dir import load_trained_model
-    from hybridmednet.models.output import as_output
+    from hybridmednet.engine.run import Run
+    from hybridmednet.output import as_output
 
     export_run(trained_run, "onnx")
-    model, meta, _ = load_trained_model(trained_run)
+    run = Run.load(trained_run)
+    model, meta = run.model, run.meta
     images = np.random.default_rng(1).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
     prep = meta["preprocessing"]
     with torch.no_grad():

@@ -69,3 +69,30 @@ def test_optimizer_state_round_trip():
     opt2.load_state_dict(restored)
     for a, b in zip(opt.state_dict()["state"].values(), opt2.state_dict()["state"].values()):
         assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["step"], b["step"])
+
+
+def test_restored_adam_moments_keep_a_channels_last_parameter_layout():
+    """safetensors returns contiguous tensors; the fused AdamW step needs the parameter's strides."""
+    from hybridmednet.engine.checkpoint import flatten_optimizer, match_parameter_layout, unflatten_optimizer
+
+    def make():
+        torch.manual_seed(0)
+        p = torch.nn.Parameter(torch.randn(4, 3, 3, 3).to(memory_format=torch.channels_last))
+        return p, torch.optim.AdamW([p], lr=0.01, fused=True)
+
+    p, opt = make()
+    p.grad = torch.randn_like(p)
+    opt.step()
+    tensors, meta = flatten_optimizer(opt.state_dict())
+    q, restored = make()
+    with torch.no_grad():
+        q.copy_(p)
+    as_read_from_file = {k: v.clone(memory_format=torch.contiguous_format) for k, v in tensors.items()}
+    restored.load_state_dict(unflatten_optimizer(as_read_from_file, meta))
+    match_parameter_layout(restored)
+    assert restored.state[q]["exp_avg"].stride() == q.stride()
+    grad = torch.randn_like(p)
+    p.grad, q.grad = grad.clone(), grad.clone()
+    opt.step()
+    restored.step()
+    assert torch.equal(p, q)

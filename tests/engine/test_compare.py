@@ -5,18 +5,22 @@ import pytest
 
 from hybridmednet.cli.main import main
 from hybridmednet.engine.compare import compare_runs
-from hybridmednet.engine.evaluate import write_predictions
+from hybridmednet.engine.evaluate import record_evaluation, write_predictions
+from hybridmednet.engine.run_dir import RunDir
 from hybridmednet.errors import DataError
 
 CLASSES = ["benign", "malignant", "other"]
 
 
 def fake_run(root, name, probs, targets, ids, *, classes=CLASSES, multilabel=False, split="test"):
-    """A run directory holding only what compare reads: best.json and evaluate's predictions CSV."""
+    """A run directory holding only what compare reads: best.json, and evaluate's predictions CSV with
+    the metrics.json entry that ties it to the checkpoint."""
     run = root / name
     (run / "checkpoints").mkdir(parents=True)
-    (run / "checkpoints" / "best.json").write_text(json.dumps({"class_names": classes, "multilabel": multilabel}))
+    best = {"class_names": classes, "multilabel": multilabel, "weights_sha256": f"sha-of-{name}"}
+    (run / "checkpoints" / "best.json").write_text(json.dumps(best))
     write_predictions(run / f"predictions_{split}.csv", ids, probs, targets, classes, multilabel)
+    record_evaluation(RunDir(run), split, {"split": split}, run / f"predictions_{split}.csv", best["weights_sha256"])
     return str(run)
 
 
@@ -86,3 +90,16 @@ def test_each_side_needs_a_run(tmp_path, cases):
     ids, targets, guess, _ = cases
     with pytest.raises(ValueError, match="at least one run"):
         compare_runs([fake_run(tmp_path, "a", guess, targets, ids)], [])
+
+
+def test_predictions_of_an_earlier_checkpoint_or_edited_since_are_refused(tmp_path, cases):
+    ids, targets, guess, perfect = cases
+    a, b = fake_run(tmp_path, "a", guess, targets, ids), fake_run(tmp_path, "b", perfect, targets, ids)
+    best = tmp_path / "b" / "checkpoints" / "best.json"
+    best.write_text(json.dumps(json.loads(best.read_text()) | {"weights_sha256": "retrained"}))  # train --overwrite
+    with pytest.raises(DataError, match=r"no 'test' entry for the run's best checkpoint.*run `hybridmednet evaluate"):
+        compare_runs([a], [b])
+    csv_path = tmp_path / "a" / "predictions_test.csv"
+    csv_path.write_text(csv_path.read_text().replace("benign", "malignant", 1))
+    with pytest.raises(DataError, match="changed since `evaluate` wrote it"):
+        compare_runs([a], [a])

@@ -50,16 +50,12 @@ def test_train_evaluate_with_and_without_clinical_input(trained_run):
 
 
 def _test_probabilities(run, *, without_clinical=False):
-    from hybridmednet.engine.inference import predict_arrays
-    from hybridmednet.engine.run_dir import load_trained_model
-    from hybridmednet.engine.runtime import make_runtime
+    from hybridmednet.engine.run import Run
 
-    model, meta, cfg = load_trained_model(run)
-    part = prepare_data(cfg.data, splits_wanted=("test",), clinical_spec=meta["clinical_spec"]).splits["test"]
+    loaded = Run.load(run)
+    part = loaded.prepare(("test",)).splits["test"]
     extras = part.clinical | ({"clinical_present": np.zeros(len(part), np.float32)} if without_clinical else {})
-    prep = meta["preprocessing"]
-    return predict_arrays(model, part.images, mean=prep["mean"], std=prep["std"], runtime=make_runtime(cfg.train),
-                          multilabel=False, batch_size=64, extras=extras)[0]
+    return loaded.predict(part.images, extras)
 
 
 def test_the_clinical_input_changes_the_prediction(trained_run):
@@ -98,10 +94,10 @@ def test_ensembles_build_each_runs_own_clinical_inputs(trained_run, tiny_npz, tm
     raw["name"] = "image_only"
     image_only = load_config(raw=raw)
     train(image_only, quiet=True)
-    probs, part, _, _ = ensemble_probabilities([trained_run, image_only.run_dir], "test")
+    probs, part, *_ = ensemble_probabilities([trained_run, image_only.run_dir], "test")
     single = _test_probabilities(trained_run)
     assert probs.shape == single.shape and not np.allclose(probs, single)
-    same, _, _, _ = ensemble_probabilities([trained_run, trained_run], "test")
+    same, *_ = ensemble_probabilities([trained_run, trained_run], "test")
     np.testing.assert_allclose(same, single, atol=1e-5)
 
 

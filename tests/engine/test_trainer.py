@@ -133,7 +133,9 @@ def test_predict_images_folder_and_csv(tiny_npz, tmp_path):
     (folder / "bad.png").write_text("not an image")
     with pytest.raises(DataError, match="bad.png"):
         predict_files(cfg.run_dir, [str(folder)], out)
-    assert predict_files(cfg.run_dir, [str(folder)], out, skip_bad=True) == {"n_predicted": 6, "n_skipped": 1, "out": str(out)}
+    sha = json.loads((cfg.run_dir / "checkpoints" / "best.json").read_text())["weights_sha256"]
+    assert predict_files(cfg.run_dir, [str(folder)], out, skip_bad=True) == {
+        "n_predicted": 6, "n_skipped": 1, "out": str(out), "checkpoint_sha256": sha, "calibrated": False}
     with pytest.raises(DataError, match="no calibration.json"):
         predict_files(cfg.run_dir, [str(folder / "0.png")], out, abstain=True)
     assert "cannot read image" in open(out).read()

@@ -9,7 +9,7 @@ import torch
 
 from hybridmednet.errors import ConfigError
 from hybridmednet.models import create_model, list_models
-from hybridmednet.models.output import LogitsOnly, as_output
+from hybridmednet.output import LogitsOnly, as_output
 
 EXPORT_PARAM_LIMIT_M = 60  # larger variants share their family's code path; exporting them only costs CI time
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from hybridmednet.layers.mamba import BiMambaMixer, SelectiveSSM, selective_scan
 from hybridmednet.models import create_model
-from hybridmednet.models.output import LogitsOnly, ModelOutput
+from hybridmednet.output import LogitsOnly, ModelOutput
 from hybridmednet.models.vision_mamba import default_patch_size
 
 TINY = {"dim": 32, "depth": 2}  # same code path as the registered sizes, a fraction of the time

@@ -133,6 +133,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(explain(exc, source)) from None
 
 
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def config_differences(a: dict, b: dict) -> list[str]:
+    """Dotted keys whose values differ between two dumped configs (``model_dump(mode="json")``)."""
+    fa, fb = _flatten(a), _flatten(b)
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+
+
 def save_config(config: ExperimentConfig, path: Path) -> None:
     from hybridmednet.utils.io import atomic_write_text
 

@@ -218,7 +218,7 @@ class ModelConfig(StrictModel):
 
 
 class PruneConfig(StrictModel):
-    """Prune the ``model.init_checkpoint`` weights, then fine-tune (see ``deploy/prune.py``)."""
+    """Prune the ``model.init_checkpoint`` weights, then fine-tune (see ``engine/compress/prune.py``)."""
 
     method: Literal["magnitude", "channel"]
     amount: float = Field(gt=0, lt=1, description="fraction of weights (magnitude) or channels (channel) removed")

@@ -61,13 +61,13 @@ def _worker(kind: str, target: str, iters: int, threads: int) -> dict:
     if kind == "eager":
         import torch
 
-        from hybridmednet.engine.run_dir import load_trained_model
-        from hybridmednet.models.output import LogitsOnly
+        from hybridmednet.engine.run import Run
+        from hybridmednet.output import LogitsOnly
 
         torch.set_num_threads(threads)
-        model, meta, _ = load_trained_model(target)
-        module = LogitsOnly(model.float()).eval()
-        p = meta["preprocessing"]
+        run = Run.load(target, device="cpu")
+        module = LogitsOnly(run.cpu_float_model()).eval()
+        p = run.preprocessing
 
         def call(x):
             with torch.inference_mode():
@@ -106,25 +106,25 @@ def benchmark_run(run_path: str | Path, *, iters: int = 200, threads: int | None
                   onnx_files: list[str | Path] | None = None, write: bool = True) -> dict:
     """Eager fp32 plus each ONNX file (default: every ``RUN/export/*.onnx``, exporting
     ``model.onnx`` first if there is none). Writes ``RUN/benchmark.json``."""
-    from hybridmednet.engine.checkpoint import read_meta
-    from hybridmednet.engine.run_dir import load_trained_model, refuse_multimodal
+    from hybridmednet.deploy.export import current_onnx, require_current_onnx
+    from hybridmednet.engine.run import Run
+    from hybridmednet.engine.run_dir import refuse_multimodal
     from hybridmednet.models.profile import count_flops, count_parameters
     from hybridmednet.utils.io import atomic_write_json
 
     refuse_multimodal(run_path, "benchmark")
     run_path = Path(run_path)
-    export_dir = run_path / "export"
     if onnx_files is None:
-        if not (export_dir / "model.onnx").exists():
-            from hybridmednet.deploy.export import export_run
-
-            export_run(run_path, "onnx")
-        onnx_files = sorted(export_dir.glob("*.onnx"))
-    model, meta, cfg = load_trained_model(run_path)
-    prep = meta["preprocessing"]
+        current_onnx(run_path)  # exported now if missing or made from an earlier checkpoint
+        onnx_files = sorted((run_path / "export").glob("*.onnx"))
+    for path in onnx_files:  # an int8 file quantized from an earlier export is refused, not timed
+        require_current_onnx(path, run_path)
+    run = Run.load(run_path, device="cpu")
+    cfg, prep = run.config, run.preprocessing
+    model = run.cpu_float_model()
     params = count_parameters(model)
     flops = count_flops(model, prep["image_size"], prep["channels"])
-    weights = read_meta(run_path / "checkpoints", "best")["weights"]
+    weights = run.meta["weights"]
     rows = [{"backend": "eager_fp32", "file": str(run_path / "checkpoints" / weights),
              "size_mb": (run_path / "checkpoints" / weights).stat().st_size / 1e6,
              **measure("eager", run_path, iters=iters, threads=threads)}]
@@ -132,7 +132,7 @@ def benchmark_run(run_path: str | Path, *, iters: int = 200, threads: int | None
         path = Path(path)
         rows.append({"backend": f"onnx:{path.stem}", "file": str(path), "size_mb": path.stat().st_size / 1e6,
                      **measure("onnx", path, iters=iters, threads=threads)})
-    result = {"run": str(run_path), "model": cfg.model.name, "image_size": prep["image_size"],
+    result = {"run": str(run_path), "model": cfg.model.name, "checkpoint_sha256": run.checkpoint_sha256, "image_size": prep["image_size"],
               "params_m": params / 1e6, "gflops": flops / 1e9, "threads": threads or os.cpu_count(), "iters": iters,
               "rows": rows}
     if write:

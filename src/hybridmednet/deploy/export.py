@@ -23,7 +23,7 @@ import torch
 from hybridmednet.deploy.metadata import KEY, ExportMetadata, build_metadata
 from hybridmednet.deploy.onnx_runtime import normalize_uint8
 from hybridmednet.errors import ExportError
-from hybridmednet.models.output import LogitsOnly
+from hybridmednet.output import LogitsOnly
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts"}
 DEFAULT_TOLERANCE = 1e-3
@@ -151,14 +151,43 @@ def export_module(module: torch.nn.Module, metadata: ExportMetadata, out: str | 
 def export_run(run_path: str | Path, fmt: str = "onnx", out: str | Path | None = None, *,
                tolerance: float = DEFAULT_TOLERANCE, opset: int = 17) -> dict:
     """Export a run's validation-selected checkpoint (default ``RUN/export/model.<ext>``)."""
-    from hybridmednet.engine.predict import load_calibration
-    from hybridmednet.engine.run_dir import load_trained_model
+    from hybridmednet.engine.run import Run
 
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {sorted(FORMATS)}")
-    model, meta, cfg = load_trained_model(run_path)
-    metadata = build_metadata(meta, cfg.model.name, load_calibration(run_path, meta))
-    out = Path(out) if out else Path(run_path) / "export" / f"model{FORMATS[fmt]}"
-    report = export_module(model, metadata, out, fmt, tolerance=tolerance, opset=opset)
+    run = Run.load(run_path, device="cpu")
+    metadata = build_metadata(run.meta, run.config.model.name, run.calibration)
+    out = Path(out) if out else run.path / "export" / f"model{FORMATS[fmt]}"
+    report = export_module(run.cpu_float_model(), metadata, out, fmt, tolerance=tolerance, opset=opset)
     report["metadata"] = json.loads(metadata.to_json())
     return report
+
+
+def onnx_checkpoint_sha256(path: str | Path) -> str | None:
+    """The checkpoint an exported (or quantized) ONNX file was made from, read from its metadata."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return json.loads(props[KEY]).get("checkpoint_sha256") if KEY in props else None
+
+
+def current_onnx(run_path: str | Path) -> Path:
+    """``RUN/export/model.onnx`` made from the run's current best checkpoint: exported now when it
+    is missing or was exported from an earlier checkpoint (``train --overwrite`` / ``--resume``)."""
+    from hybridmednet.engine.run_dir import RunDir
+
+    run_dir = RunDir(Path(run_path))
+    path = run_dir.path / "export" / "model.onnx"
+    if not path.exists() or onnx_checkpoint_sha256(path) != run_dir.checkpoint_sha256():
+        export_run(run_dir.path, "onnx")
+    return path
+
+
+def require_current_onnx(path: str | Path, run_path: str | Path) -> None:
+    """Refuse an ONNX file made from another checkpoint than the run's current best one."""
+    from hybridmednet.engine.run_dir import RunDir
+
+    expected, found = RunDir(Path(run_path)).checkpoint_sha256(), onnx_checkpoint_sha256(path)
+    if found != expected:
+        raise ExportError(f"{path}: made from checkpoint {str(found)[:12]}, but {run_path}'s best checkpoint is now "
+                          f"{expected[:12]}; re-run `hybridmednet export {run_path}` (and `quantize` for int8 files)")

@@ -102,16 +102,14 @@ def calibration_inputs(run_path: str | Path, n: int = 512, seed: int = 0) -> np.
 
 def quantize_run(run_path: str | Path, mode: str = "static", *, n_calibration: int = 512, out: str | Path | None = None,
                  per_channel: bool = True) -> dict:
-    """``RUN/export/model.onnx`` (exported first if missing) -> ``RUN/export/model.int8-<mode>.onnx``."""
+    """``RUN/export/model.onnx`` (exported first if missing or stale) -> ``RUN/export/model.int8-<mode>.onnx``."""
     from hybridmednet.engine.run_dir import refuse_multimodal
 
     refuse_multimodal(run_path, "quantize")
-    run_path = Path(run_path)
-    src = run_path / "export" / "model.onnx"
-    if not src.exists():
-        from hybridmednet.deploy.export import export_run
+    from hybridmednet.deploy.export import current_onnx
 
-        export_run(run_path, "onnx")
+    run_path = Path(run_path)
+    src = current_onnx(run_path)  # re-exported if missing or made from an earlier checkpoint
     calibration = calibration_inputs(run_path, n_calibration) if mode == "static" else None
     dst = Path(out) if out else run_path / "export" / f"model.int8-{mode}.onnx"
     return quantize_onnx(src, dst, mode, calibration=calibration, per_channel=per_channel)

@@ -83,6 +83,21 @@ def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
+def match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give restored optimizer state the memory layout of its parameter.
+
+    safetensors stores tensors contiguous, so a channels_last model's Adam moments come back in
+    NCHW order; the fused CPU AdamW kernel walks parameter, gradient and moments as flat memory,
+    so mismatched strides silently pair the wrong elements and the first resumed epoch drifts
+    from an uninterrupted run. Copying into ``empty_like(param)`` restores the layout exactly.
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    optimizer.state[param][name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     state: dict = {}
     for key, value in tensors.items():

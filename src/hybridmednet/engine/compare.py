@@ -2,7 +2,8 @@
 
 Reads the per-case predictions that ``hybridmednet evaluate`` wrote (``predictions_<split>.csv``)
 rather than running the models again, so a comparison costs seconds and scores exactly the
-probabilities behind each run's reported metrics. Several runs per side are seeds of one recipe;
+probabilities behind each run's reported metrics; a CSV that ``metrics.json`` does not tie to the
+run's current best checkpoint (by sha256) is refused with the command that rewrites it. Several runs per side are seeds of one recipe;
 see :mod:`hybridmednet.metrics.comparison` for how they are pooled.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hybridmednet.engine.checkpoint import read_meta
-from hybridmednet.engine.evaluate import read_predictions
+from hybridmednet.engine.evaluate import current_predictions, read_predictions
 from hybridmednet.engine.run_dir import RunDir
 from hybridmednet.errors import DataError
 from hybridmednet.metrics.comparison import paired_difference
@@ -25,12 +26,7 @@ def _load_side(runs: list[str], split: str, label: str) -> tuple[list[tuple[Path
     for run in runs:
         run_dir = RunDir(Path(run))
         meta = read_meta(run_dir.checkpoints, "best")
-        path = run_dir.path / f"predictions_{split}.csv"
-        if not path.exists():
-            have = sorted(p.name for p in run_dir.path.glob("predictions_*.csv")) or ["none"]
-            flags = f"--split {split.removesuffix('_without_clinical')}" + (" --without-clinical" if split.endswith("_without_clinical") else "")
-            raise DataError(f"{path}: missing; run `hybridmednet evaluate {run} {flags}` first "
-                            f"(predictions in this run: {', '.join(have)})")
+        path = current_predictions(run_dir, split)  # written by evaluate for this very checkpoint
         kind = {"class_names": meta["class_names"], "multilabel": bool(meta["multilabel"])}
         if first is not None and kind != first:
             raise DataError(f"{run}: classes {kind['class_names']} differ from {runs[0]}'s {first['class_names']} ({label})")

@@ -12,12 +12,11 @@ import dataclasses
 import datetime as dt
 from pathlib import Path
 
-from hybridmednet.data.pipeline import attach_clinical, prepare_data
-from hybridmednet.engine.run_dir import RunDir, git_commit, load_trained_model
-from hybridmednet.engine.runtime import make_runtime
-from hybridmednet.errors import ConfigError, DataError
+from hybridmednet.data.pipeline import attach_clinical
+from hybridmednet.engine.run import Run
+from hybridmednet.engine.run_dir import git_commit
+from hybridmednet.errors import ConfigError
 from hybridmednet.metrics import compute_metrics
-from hybridmednet.metrics.uncertainty import tta_predict
 from hybridmednet.utils.io import atomic_write_json
 
 __all__ = ["ensemble_probabilities", "evaluate_ensemble"]
@@ -28,48 +27,41 @@ def _data_key(cfg) -> dict:
     return cfg.data.model_dump(include={"source", "image_size", "channels", "resize", "max_samples_per_split"})
 
 
-def ensemble_probabilities(run_paths, split: str = "test", *, flips=("none",), device: str | None = None):
-    """``(probs (N, C), split data, class names, multilabel)``: the mean over runs and flips."""
-    runs = [RunDir(Path(p)) for p in run_paths]
-    if not runs:
+def ensemble_probabilities(run_paths, split: str = "test", *, flips=("none",), device: str | None = None,
+                           precision: str = "fp32"):
+    """``(probs (N, C), split data, class names, multilabel, runs' provenance)``: the mean over runs
+    and flips."""
+    if not run_paths:
         raise ConfigError("evaluate: give at least one run directory")
-    total, data, reference = None, None, None
-    for run in runs:
-        model, meta, cfg = load_trained_model(run)
+    total, data, reference, provenance = None, None, None, []
+    for path in run_paths:
+        run = Run.load(path, device=device, precision=precision)
         if reference is None:
-            reference = (run.path, _data_key(cfg), meta["class_names"])
+            reference = (run.path, _data_key(run.config), run.class_names)
             # images once; each run's clinical inputs (if any) are built below with its own fitted spec
-            data = prepare_data(cfg.data.model_copy(update={"clinical": None}), splits_wanted=(split,))
-            if data.class_names != meta["class_names"]:
-                raise DataError(f"{data.source}: classes {data.class_names} differ from the model's {meta['class_names']}")
-        elif (_data_key(cfg), meta["class_names"]) != reference[1:]:
+            data = run.prepare((split,), data_cfg=run.config.data.model_copy(update={"clinical": None}))
+        elif (_data_key(run.config), run.class_names) != reference[1:]:
             raise ConfigError(f"{run.path}: its data settings or classes differ from {reference[0]}'s; "
                               "an ensemble needs runs trained on the same data, classes and image size")
-        runtime = make_runtime(cfg.train, device=device)
-        model = model.to(runtime.device)
-        if runtime.channels_last:
-            import torch
-
-            model = model.to(memory_format=torch.channels_last)
         part = data.splits[split]
-        if cfg.data.clinical is not None:  # a copy: the next run may have other clinical inputs or none
+        if run.config.data.clinical is not None:  # a copy: the next run may have other clinical inputs or none
             part = dataclasses.replace(part)
-            attach_clinical(cfg.data, {split: part}, spec=meta["clinical_spec"])
-        prep = meta["preprocessing"]
-        probs, _ = tta_predict(model, part.images, mean=prep["mean"], std=prep["std"], runtime=runtime,
-                               multilabel=data.multilabel, flips=tuple(flips), batch_size=cfg.data.eval_batch_size,
-                               extras=part.clinical)
+            attach_clinical(run.config.data, {split: part}, spec=run.clinical_spec)
+        probs = run.predict(part.images, part.clinical, flips=flips)
         total = probs if total is None else total + probs
-    return total / len(runs), data.splits[split], data.class_names, data.multilabel
+        provenance.append({"run": str(run.path), **run.provenance()})
+    return total / len(run_paths), data.splits[split], data.class_names, data.multilabel, provenance
 
 
 def evaluate_ensemble(run_paths, split: str = "test", *, flips=("none",), out: str | Path | None = None,
-                      n_bootstrap: int = 1000, seed: int = 0, device: str | None = None) -> dict:
-    """Metrics with 95% bootstrap CIs of the averaged prediction; written to ``out`` (JSON) if given."""
-    probs, part, class_names, multilabel = ensemble_probabilities(run_paths, split, flips=flips, device=device)
+                      n_bootstrap: int = 1000, seed: int = 0, device: str | None = None, precision: str = "fp32") -> dict:
+    """Metrics with 95% bootstrap CIs of the averaged prediction; written to ``out`` (JSON) if given,
+    with the checkpoint sha256 of every member."""
+    probs, part, class_names, multilabel, members = ensemble_probabilities(run_paths, split, flips=flips, device=device,
+                                                                           precision=precision)
     result = compute_metrics(probs, part.targets, class_names, multilabel=multilabel, n_bootstrap=n_bootstrap, seed=seed)
-    result.update(split=split, n=len(part), runs=[str(p) for p in run_paths], flips=list(flips), git_commit=git_commit(),
-                  evaluated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    result.update(split=split, n=len(part), runs=[str(p) for p in run_paths], members=members, flips=list(flips),
+                  git_commit=git_commit(), evaluated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     if out is not None:
         atomic_write_json(Path(out), result)
     return result

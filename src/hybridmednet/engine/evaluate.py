@@ -13,13 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hybridmednet.data.pipeline import prepare_data
-from hybridmednet.engine.inference import predict_arrays
-from hybridmednet.engine.run_dir import RunDir, git_commit, load_trained_model
-from hybridmednet.engine.runtime import make_runtime
+from hybridmednet.engine.run import Run
+from hybridmednet.engine.run_dir import RunDir, git_commit, recorded_checkpoint
 from hybridmednet.errors import DataError
 from hybridmednet.metrics import compute_metrics
-from hybridmednet.utils.io import atomic_write, atomic_write_json
+from hybridmednet.utils.io import atomic_write, atomic_write_json, sha256_file
 
 
 def write_predictions(path: Path, ids, probs: np.ndarray, targets: np.ndarray, class_names: list[str], multilabel: bool) -> None:
@@ -63,20 +61,14 @@ def read_predictions(path: Path, class_names: list[str], multilabel: bool) -> tu
 
 
 def evaluate_run(run_path: str | Path, split: str = "test", *, n_bootstrap: int | None = None,
-                 device: str | None = None, without_clinical: bool = False) -> dict:
+                 device: str | None = None, without_clinical: bool = False, precision: str = "fp32") -> dict:
     """``without_clinical``: a multimodal model evaluated as if no case had clinical input (robustness
-    to missing text); stored under ``<split>_without_clinical``."""
-    run = RunDir(Path(run_path))
-    model, meta, cfg = load_trained_model(run)
-    runtime = make_runtime(cfg.train, device=device)
-    model = model.to(runtime.device)
-    if runtime.channels_last:
-        import torch
-
-        model = model.to(memory_format=torch.channels_last)
-    data = prepare_data(cfg.data, splits_wanted=(split,), clinical_spec=meta.get("clinical_spec"))
-    if data.class_names != meta["class_names"]:
-        raise DataError(f"{data.source}: classes {data.class_names} differ from the model's {meta['class_names']}")
+    to missing text); stored under ``<split>_without_clinical``. The ``metrics.json`` entry records the
+    checkpoint's sha256 and the sha256 of the predictions CSV written beside it; entries computed
+    from an earlier checkpoint of the run (before ``train --overwrite`` or ``--resume``) are dropped."""
+    run = Run.load(run_path, device=device, precision=precision)
+    cfg = run.config
+    data = run.prepare((split,))
     part = data.splits[split]
     key = split
     if without_clinical:
@@ -84,18 +76,55 @@ def evaluate_run(run_path: str | Path, split: str = "test", *, n_bootstrap: int 
             raise DataError(f"{run.path}: --without-clinical needs a multimodal run (data.clinical); this one has none")
         part.clinical = part.clinical | {"clinical_present": np.zeros_like(part.clinical["clinical_present"])}
         key = f"{split}_without_clinical"
-    prep = meta["preprocessing"]
-    probs, _ = predict_arrays(model, part.images, mean=prep["mean"], std=prep["std"], runtime=runtime,
-                              multilabel=data.multilabel, batch_size=cfg.data.eval_batch_size, extras=part.clinical)
+    probs = run.predict(part.images, part.clinical)
     n_boot = cfg.eval.n_bootstrap if n_bootstrap is None else n_bootstrap
     result = compute_metrics(probs, part.targets, data.class_names, multilabel=data.multilabel,
                              n_bootstrap=n_boot, seed=cfg.seed)
-    result.update(split=split, n=len(part), data_source=data.source, model=cfg.model.name,
-                  checkpoint={"epoch": meta["epoch"], "variant": meta.get("variant"), "weights_sha256": meta["weights_sha256"],
-                              "selected_on": f"val {cfg.train.monitor}"},
+    predictions = run.path / f"predictions_{key}.csv"
+    write_predictions(predictions, part.ids, probs, part.targets, data.class_names, data.multilabel)
+    result.update(split=split, n=len(part), data_source=data.source, model=cfg.model.name, checkpoint=run.provenance(),
                   git_commit=git_commit(), evaluated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    merged = json.loads(run.metrics_json.read_text()) if run.metrics_json.exists() else {}
+    return record_evaluation(run.dir, key, result, predictions, run.checkpoint_sha256)
+
+
+def record_evaluation(run_dir: RunDir, key: str, result: dict, predictions: Path, checkpoint_sha256: str) -> dict:
+    """Store ``result`` as ``metrics.json[key]``, tied to the checkpoint and to the predictions CSV
+    by sha256; entries of earlier checkpoints are dropped in the same atomic write."""
+    result = dict(result, checkpoint_sha256=checkpoint_sha256,
+                  predictions={"file": predictions.name, "sha256": sha256_file(predictions)})
+    merged = read_metrics(run_dir, checkpoint_sha256)
     merged[key] = result
-    atomic_write_json(run.metrics_json, merged)
-    write_predictions(run.path / f"predictions_{key}.csv", part.ids, probs, part.targets, data.class_names, data.multilabel)
+    atomic_write_json(run_dir.metrics_json, merged)
     return result
+
+
+def read_metrics(run_dir: RunDir, checkpoint_sha256: str) -> dict:
+    """``metrics.json`` entries that describe the checkpoint ``checkpoint_sha256`` (entries left by an
+    earlier model of the run are dropped)."""
+    path = run_dir.metrics_json
+    if not path.exists():
+        return {}
+    try:
+        entries = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+    return {k: v for k, v in entries.items() if isinstance(v, dict) and recorded_checkpoint(v) == checkpoint_sha256}
+
+
+def current_predictions(run_dir: RunDir, key: str) -> Path:
+    """``predictions_<key>.csv`` if ``evaluate`` wrote it for the run's current best checkpoint and
+    it is unchanged since; otherwise a :class:`DataError` that says what to run."""
+    path = run_dir.path / f"predictions_{key}.csv"
+    split = key.removesuffix("_without_clinical")
+    command = f"hybridmednet evaluate {run_dir.path} --split {split}" + (" --without-clinical" if key != split else "")
+    if not path.exists():
+        have = sorted(p.name for p in run_dir.path.glob("predictions_*.csv")) or ["none"]
+        raise DataError(f"{path}: missing; run `{command}` first (predictions in this run: {', '.join(have)})")
+    sha = run_dir.checkpoint_sha256()
+    entry = read_metrics(run_dir, sha).get(key)
+    if entry is None:
+        raise DataError(f"{path}: metrics.json holds no '{key}' entry for the run's best checkpoint ({sha[:12]}), so the "
+                        f"file may come from an earlier model of the run (train --overwrite / --resume); run `{command}`")
+    if (entry.get("predictions") or {}).get("sha256") != sha256_file(path):
+        raise DataError(f"{path}: changed since `evaluate` wrote it (sha256 differs from metrics.json); run `{command}` again")
+    return path

@@ -9,23 +9,12 @@ should go to a human instead.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from hybridmednet.data.inputs import expand_inputs, load_inputs, write_predictions_csv
 from hybridmednet.errors import DataError
-
-
-def load_calibration(run_path: str | Path, meta: dict) -> dict | None:
-    """``calibration.json`` (temperature and abstention threshold, fitted on val by ``report``),
-    if it was fitted for this very checkpoint."""
-    path = Path(run_path) / "calibration.json"
-    if not path.exists():
-        return None
-    calibration = json.loads(path.read_text())
-    return calibration if calibration.get("checkpoint_sha256") == meta["weights_sha256"] else None
 
 
 def uncertainty_columns(probs: np.ndarray, calibration: dict | None, multilabel: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -68,30 +57,26 @@ def clinical_inputs_for(inputs: list[str], kept: list[str], clinical_cfg, spec: 
 
 
 def predict_files(run_path: str | Path, inputs: list[str], out_csv: str | Path, *, skip_bad: bool = False,
-                  path_column: str = "path", device: str | None = None, abstain: bool = False) -> dict:
+                  path_column: str = "path", device: str | None = None, abstain: bool = False,
+                  precision: str = "fp32") -> dict:
     """``abstain=True`` marks cases whose uncertainty exceeds the threshold chosen on val
     (needs ``calibration.json`` from ``hybridmednet report``)."""
-    from hybridmednet.engine.inference import predict_arrays
-    from hybridmednet.engine.run_dir import load_trained_model
-    from hybridmednet.engine.runtime import make_runtime
+    from hybridmednet.engine.run import Run
 
-    model, meta, cfg = load_trained_model(run_path)
-    calibration = load_calibration(run_path, meta)
+    run = Run.load(run_path, device=device, precision=precision)
+    calibration = run.calibration
     if abstain and calibration is None:
         raise DataError(f"{run_path}: no calibration.json for this checkpoint; run `hybridmednet report {run_path}` "
                         "first (it fits the temperature and the abstention threshold on val)")
-    prep, class_names = meta["preprocessing"], meta["class_names"]
-    runtime = make_runtime(cfg.train, device=device)
-    model = model.to(runtime.device)
-    images, kept, failed = load_inputs(expand_inputs(inputs, path_column), prep, skip_bad=skip_bad)
+    class_names = run.class_names
+    images, kept, failed = load_inputs(expand_inputs(inputs, path_column), run.preprocessing, skip_bad=skip_bad)
     extras = None
-    if meta.get("clinical_spec") and len(images):
-        extras = clinical_inputs_for(inputs, kept, cfg.data.clinical, meta["clinical_spec"], path_column)
+    if run.clinical_spec and len(images):
+        extras = clinical_inputs_for(inputs, kept, run.config.data.clinical, run.clinical_spec, path_column)
     probs, uncertainty = np.zeros((0, len(class_names))), np.zeros(0)
     if len(images):
-        probs, _ = predict_arrays(model, images, mean=prep["mean"], std=prep["std"], runtime=runtime,
-                                  multilabel=meta["multilabel"], batch_size=cfg.data.eval_batch_size, extras=extras)
-        probs, uncertainty = uncertainty_columns(probs, calibration, meta["multilabel"])
+        probs, uncertainty = uncertainty_columns(run.predict(images, extras), calibration, run.multilabel)
     threshold = calibration["abstain_threshold"] if (abstain and calibration) else None
-    return write_predictions_csv(out_csv, kept, probs, uncertainty, class_names, meta["multilabel"],
-                                 threshold=threshold, failed=failed)
+    summary = write_predictions_csv(out_csv, kept, probs, uncertainty, class_names, run.multilabel,
+                                    threshold=threshold, failed=failed)
+    return summary | {"checkpoint_sha256": run.checkpoint_sha256, "calibrated": calibration is not None}

@@ -34,10 +34,22 @@ class RunDir:
     def metrics_json(self) -> Path:
         return self.path / "metrics.json"
 
+    def checkpoint_sha256(self, tag: str = "best") -> str:
+        """The sha256 of the weights a checkpoint tag names (read from its JSON, without loading)."""
+        from hybridmednet.engine.checkpoint import read_meta
+
+        return read_meta(self.checkpoints, tag)["weights_sha256"]
+
     def config(self) -> ExperimentConfig:
         if not self.config_file.exists():
             raise CheckpointError(f"{self.path}: not a run directory (no config.yaml); pass runs/<name>")
         return load_config(self.config_file)
+
+
+def recorded_checkpoint(record: dict | None) -> str | None:
+    """The checkpoint sha256 a derived record (metrics entry, calibration, export metadata) names."""
+    record = record or {}
+    return record.get("checkpoint_sha256") or (record.get("checkpoint") or {}).get("checkpoint_sha256")
 
 
 def git_commit() -> str | None:
@@ -84,17 +96,30 @@ def build_model_from_config(cfg: ExperimentConfig, num_classes: int, *, pretrain
 def adapt_for_run(model: nn.Module, cfg: ExperimentConfig, num_outputs: set[int], *, for_training: bool):
     """Apply what a run does to a freshly built model: start from ``model.init_checkpoint``, prune
     (``train.prune``), add fake quantization (``train.qat``). Returns ``(model, masks)``: the zero
-    masks a magnitude-pruned run re-applies after every optimizer step (training only)."""
+    masks a magnitude-pruned run re-applies after every optimizer step (training only).
+
+    Rebuilding a trained run (``for_training=False``) needs only the architecture, which the run's
+    own config determines: a channel-pruned run is re-pruned at random initialisation (the channel
+    counts per layer do not depend on the weights), so it loads without its starting run."""
     masks = None
     if cfg.model.init_checkpoint or cfg.train.prune:
-        from hybridmednet.deploy.prune import prepare_model
+        from hybridmednet.engine.compress.prune import prepare_model
 
         model, masks = prepare_model(model, cfg, num_outputs, for_training=for_training)
     if cfg.train.qat:
-        from hybridmednet.deploy.qat import enable_fake_quant
+        from hybridmednet.engine.compress.qat import enable_fake_quant
 
         enable_fake_quant(model)
     return model, masks
+
+
+def strip_training_transforms(model: nn.Module, cfg: ExperimentConfig) -> nn.Module:
+    """After loading a QAT run's weights, remove the fake quantization (a plain model remains)."""
+    if cfg.train.qat:
+        from hybridmednet.engine.compress.qat import strip_fake_quant
+
+        strip_fake_quant(model)
+    return model
 
 
 def refuse_multimodal(run_path: str | Path, what: str) -> None:
@@ -105,28 +130,3 @@ def refuse_multimodal(run_path: str | Path, what: str) -> None:
     if run.config_file.exists() and run.config().model.multimodal is not None:
         raise DataError(f"{run.path}: a multimodal (image + clinical) run; `{what}` supports image-only models. "
                         "Use evaluate / predict / export, which pass the clinical inputs")
-
-
-def load_trained_model(run: RunDir | Path | str, tag: str = "best") -> tuple[nn.Module, dict, ExperimentConfig]:
-    """The model as selected on validation, its checkpoint metadata, and the run's config."""
-    from hybridmednet.engine.checkpoint import load_checkpoint
-
-    run = run if isinstance(run, RunDir) else RunDir(Path(run))
-    cfg = run.config()
-    tensors, meta = load_checkpoint(run.checkpoints, tag)
-    num_coarse = len(meta["coarse_names"]) if meta.get("coarse_names") else None
-    model = build_model_from_config(cfg, len(meta["class_names"]), pretrained=False, num_coarse=num_coarse,
-                                    clinical_spec=meta.get("clinical_spec"))
-    # A channel-pruned run's architecture is rebuilt from its starting run; a QAT run's checkpoints
-    # hold the fake-quant parametrization, stripped after loading (the result is the plain model).
-    model, _ = adapt_for_run(model, cfg, {len(meta["class_names"]), num_coarse or 0}, for_training=False)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{run.checkpoints / meta['weights']}: does not fit model {cfg.model.name!r} "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    if cfg.train.qat:
-        from hybridmednet.deploy.qat import strip_fake_quant
-
-        strip_fake_quant(model)
-    model.eval()
-    return model, meta, cfg

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hybridmednet.config.loader import save_config
+from hybridmednet.config.loader import config_differences, save_config
 from hybridmednet.config.schema import ExperimentConfig
 from hybridmednet.data.dataset import ArrayDataset, EpochSampler, balanced_weights
 from hybridmednet.data.leakage import summarize
@@ -53,7 +53,7 @@ from hybridmednet.metrics.classification import (
     multi_label_metrics,
     single_label_metrics,
 )
-from hybridmednet.models.output import as_output
+from hybridmednet.output import as_output
 from hybridmednet.utils.io import atomic_write, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("hybridmednet")
@@ -92,6 +92,22 @@ def _set_rng_state(tensors: dict, meta: dict) -> None:
     random.setstate((version, tuple(state), gauss))
     kind, keys, *rest = meta["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+
+
+# keys that may differ on --resume: where the run lives, a longer schedule, settings read only after training
+RESUME_MAY_CHANGE = ("output_dir", "train.epochs", "train.log_every", "eval.n_bootstrap", "eval.subgroups", "eval.sensitivity_target")
+
+
+def refuse_changed_config(saved: dict, cfg: ExperimentConfig, run_path: Path) -> None:
+    """``--resume`` continues the run the checkpoint belongs to; a changed lr, augmentation, split
+    or model would silently train a hybrid of two experiments, so it is refused, naming the keys."""
+    changed = [k for k in config_differences(saved, cfg.model_dump(mode="json"))
+               if not k.startswith(RESUME_MAY_CHANGE)]
+    if cfg.train.epochs < saved["train"]["epochs"]:
+        changed.append("train.epochs (only a larger value may be given on --resume)")
+    if changed:
+        raise ConfigError(f"{run_path}: --resume with a config that differs from the run's in {', '.join(changed)}; "
+                          "resume with the run's own config (its config.yaml), or start a new run with --set name=<new>")
 
 
 class Trainer:
@@ -158,7 +174,11 @@ class Trainer:
         started = time.perf_counter()
         # test is decoded only for the leakage audit and class counts; a resumed run keeps the
         # clinical inputs it was fitted with, whatever the metadata file says now
-        resumed_spec = ckpt.read_meta(self.run.checkpoints, "last").get("clinical_spec") if self.resume else None
+        resumed_spec = None
+        if self.resume:
+            last = ckpt.read_meta(self.run.checkpoints, "last")
+            refuse_changed_config(last["config"], cfg, self.run.path)
+            resumed_spec = last.get("clinical_spec")
         data = prepare_data(cfg.data, clinical_spec=resumed_spec)
         if rt.is_main:
             save_config(cfg, self.run.config_file)
@@ -174,7 +194,7 @@ class Trainer:
                                       clinical_spec=data.clinical_spec)
         raw, self.masks = adapt_for_run(raw, cfg, {len(data.class_names), len(self.coarse_names or [])}, for_training=True)
         if cfg.train.prune:
-            from hybridmednet.deploy.prune import sparsity
+            from hybridmednet.engine.compress.prune import sparsity
 
             log.info(f"pruned ({cfg.train.prune.method}, {cfg.train.prune.amount:.0%}): "
                      f"{sum(p.numel() for p in raw.parameters()) / 1e6:.3f}M parameters, weight sparsity {sparsity(raw):.1%}")
@@ -398,6 +418,7 @@ class Trainer:
         if ema is not None:
             ema.load_state_dict(part("ema."))
         optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, meta["optimizer"]))
+        ckpt.match_parameter_layout(optimizer)
         scheduler.load_state_dict(meta["scheduler"])
         if scaler is not None and meta.get("scaler"):
             scaler.load_state_dict(meta["scaler"])

@@ -159,28 +159,24 @@ def explain_files(run_dir: str | Path, inputs: list[str], out_dir: str | Path, *
 
     from hybridmednet.data.imageio import load_image
     from hybridmednet.data.inputs import expand_inputs
-    from hybridmednet.data.preprocess import normalize_batch
     from hybridmednet.data.resize import fit_to_square
-    from hybridmednet.engine.run_dir import load_trained_model, refuse_multimodal
+    from hybridmednet.engine.run import Run
+    from hybridmednet.engine.run_dir import refuse_multimodal
 
     refuse_multimodal(run_dir, "explain")
-    model, meta, _ = load_trained_model(run_dir)
-    prep, names = meta["preprocessing"], list(meta["class_names"])
+    run = Run.load(run_dir, device=device)
+    prep, names = run.preprocessing, run.class_names
     if isinstance(target, str) and not target.lstrip("-").isdigit():
         if target not in names:
             raise ConfigError(f"explain: unknown target class {target!r}; classes: {', '.join(names)}")
         target = names.index(target)
     if target is not None and not 0 <= int(target) < len(names):
         raise ConfigError(f"explain: target {target} out of range; the model has {len(names)} classes")
-    model = model.float().to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
     paths = expand_inputs(list(inputs))
     images = np.stack([fit_to_square(load_image(p, prep["channels"]), prep["image_size"], prep["resize"])
                        for p in paths])
-    param = next(model.parameters())
-    with torch.no_grad():
-        logits = model(normalize_batch(torch.from_numpy(images).permute(0, 3, 1, 2).to(param.device),
-                                       prep["mean"], prep["std"])).float()
-    probs = (torch.sigmoid(logits) if meta.get("multilabel") else logits.softmax(1)).cpu().numpy()
+    probs = run.predict(images)
+    model = run.model.float().to(memory_format=torch.contiguous_format).eval()  # Grad-CAM hooks want fp32 NCHW
     predicted = probs.argmax(1)
     explained = predicted if target is None else np.full(len(paths), int(target))
     cams = np.concatenate([compute_cam(model, images[i:i + 16], mean=prep["mean"], std=prep["std"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hybridmednet.models.output import ModelOutput
+from hybridmednet.output import ModelOutput
 
 
 class TaskLoss(nn.Module):

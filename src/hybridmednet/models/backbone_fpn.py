@@ -20,11 +20,11 @@ from hybridmednet.layers.attention import (
     MultiHeadSelfAttention2d,
 )
 from hybridmednet.layers.heads import create_head
+from hybridmednet.layers.hierarchical_head import HierarchicalHead, head_aux_losses, run_head
 from hybridmednet.layers.mhf import MHFBlockV2
 from hybridmednet.layers.neck import FPNNeck
 from hybridmednet.models._registry import register_model
-from hybridmednet.models.hybridmednet import HierarchicalHead, head_aux_losses, run_head
-from hybridmednet.models.output import ModelOutput
+from hybridmednet.output import ModelOutput
 
 ATTENTION = {
     "cbam": lambda c: CBAM(c),

@@ -27,18 +27,13 @@ import torch
 from torch import nn
 
 from hybridmednet.layers.attention import CrossBranchAttention
+from hybridmednet.layers.conv import conv_bn_act
 from hybridmednet.layers.fusion import AdaptiveFusion
 from hybridmednet.layers.heads import create_head
+from hybridmednet.layers.hierarchical_head import HierarchicalHead, head_aux_losses, run_head
 from hybridmednet.layers.mhf import MHFBlockV2
 from hybridmednet.models._registry import register_model
-from hybridmednet.models.output import ModelOutput
-
-
-def conv_bn_act(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
-    layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
-    if act:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
+from hybridmednet.output import ModelOutput
 
 
 class HybridStem(nn.Module):
@@ -102,38 +97,6 @@ class BasicBlock(nn.Module):
 
 
 BLOCKS = {"mbconv": MBConv, "basic": BasicBlock}
-
-
-class HierarchicalHead(nn.Module):
-    """Fine logits = head(features) + W · softmax(coarse logits); coarse logits from pooled features."""
-
-    def __init__(self, base_head: nn.Module, num_classes: int, num_coarse: int):
-        super().__init__()
-        self.base = base_head
-        self.coarse = nn.Linear(base_head.embed_dim, num_coarse)
-        self.coarse_to_fine = nn.Linear(num_coarse, num_classes, bias=False)
-        nn.init.zeros_(self.coarse_to_fine.weight)
-
-    def forward(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        emb = self.base.embed(fmap)
-        coarse = self.coarse(emb)
-        fine = self.base.classify(emb) + self.coarse_to_fine(torch.softmax(coarse, dim=1))
-        return fine, coarse, emb
-
-
-def run_head(head: nn.Module, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """(fine logits, coarse logits or None, pooled embedding) for a plain or hierarchical head."""
-    if isinstance(head, HierarchicalHead):
-        return head(fmap)
-    emb = head.embed(fmap)
-    return head.classify(emb), None, emb
-
-
-def head_aux_losses(head: nn.Module, output: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Training-only terms of the head (e.g. prototype cluster/separation/diversity)."""
-    base = head.base if isinstance(head, HierarchicalHead) else head
-    fn = getattr(base, "aux_losses", None)
-    return fn(output.features, targets) if fn is not None and output.features is not None else {}
 
 
 class HybridMedNet(nn.Module):

@@ -24,7 +24,7 @@ from hybridmednet.layers.modality_fusion import (
     create_fusion,
     masked_mean,
 )
-from hybridmednet.models.output import ModelOutput
+from hybridmednet.output import ModelOutput
 
 __all__ = ["MultimodalClassifier", "clinical_input_names", "example_clinical_inputs"]
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from hybridmednet.layers.mamba import BiMambaBlock
 from hybridmednet.models._registry import register_model
-from hybridmednet.models.output import ModelOutput
+from hybridmednet.output import ModelOutput
 
 
 def default_patch_size(img_size: int) -> int:

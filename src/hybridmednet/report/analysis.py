@@ -12,13 +12,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from hybridmednet.data.pipeline import prepare_data
-from hybridmednet.engine.evaluate import evaluate_run
-from hybridmednet.engine.inference import predict_arrays
-from hybridmednet.engine.run_dir import RunDir, load_trained_model
-from hybridmednet.engine.runtime import make_runtime
+from hybridmednet.engine.evaluate import evaluate_run, read_metrics
+from hybridmednet.engine.run import Run
 from hybridmednet.metrics.calibration import (
     TemperatureScaler,
     expected_calibration_error,
@@ -29,7 +25,6 @@ from hybridmednet.metrics.uncertainty import (
     accuracy_coverage_curve,
     choose_abstain_threshold,
     correct_predictions,
-    mc_dropout_predict,
     predictive_entropy,
 )
 from hybridmednet.utils.io import atomic_write_json
@@ -45,7 +40,7 @@ def calibrate(val_probs, val_targets, test_probs, test_targets, multilabel: bool
     return {"temperature": scaler.temperature, "fitted_on": "val", "test_before": before, "test_after": after}, scaler
 
 
-def uncertainty_analysis(model, val, test, val_cal, test_cal, *, mean, std, runtime, multilabel: bool) -> dict:
+def uncertainty_analysis(run: Run, val, test, val_cal, test_cal, *, multilabel: bool) -> dict:
     """Predictive entropy of calibrated probabilities, and MC-dropout where the model has dropout."""
     val_unc = predictive_entropy(val_cal, multilabel=multilabel)
     test_unc = predictive_entropy(test_cal, multilabel=multilabel)
@@ -53,10 +48,8 @@ def uncertainty_analysis(model, val, test, val_cal, test_cal, *, mean, std, runt
     keep = test_unc <= threshold
     correct = correct_predictions(test_cal, test.targets)
     curves = {"predictive entropy": accuracy_coverage_curve(test_cal, test.targets, test_unc)}
-    has_dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
-    if has_dropout:
-        mc_probs, mc_unc = mc_dropout_predict(model, test.images, mean=mean, std=std, runtime=runtime,
-                                              multilabel=multilabel, n_samples=10, uncertainty="mi", extras=test.clinical)
+    if run.has_dropout():
+        mc_probs, mc_unc = run.mc_dropout(test.images, test.clinical, n_samples=10, uncertainty="mi")
         curves["MC-dropout mutual information (10 passes)"] = accuracy_coverage_curve(mc_probs, test.targets, mc_unc)
     return {
         "measure": "normalised predictive entropy of temperature-scaled probabilities",
@@ -93,36 +86,32 @@ def analyse_run(run_path: str | Path, *, n_bootstrap: int | None = None, subgrou
                 gallery_size: int = 4, device: str | None = None, with_cam: bool = True) -> dict:
     """``subgroup_bootstrap``: fewer resamples for the many small subgroups (AUC per resample is
     the slow part); headline metrics keep ``eval.n_bootstrap``."""
-    run = RunDir(Path(run_path))
-    model, meta, cfg = load_trained_model(run)
-    runtime = make_runtime(cfg.train, device=device)
-    model = model.to(runtime.device)
+    run = Run.load(run_path, device=device)
+    cfg, meta = run.config, run.meta
     n_boot = cfg.eval.n_bootstrap if n_bootstrap is None else n_bootstrap
-    metrics = json.loads(run.metrics_json.read_text()) if run.metrics_json.exists() else {}
+    metrics = read_metrics(run.dir, run.checkpoint_sha256)  # only entries computed from this checkpoint
     if "test" not in metrics:
         metrics["test"] = evaluate_run(run.path, "test", n_bootstrap=n_boot, device=device)
-    data = prepare_data(cfg.data, splits_wanted=("val", "test"), clinical_spec=meta.get("clinical_spec"))
+    data = run.prepare(("val", "test"))
     val, test = data.splits["val"], data.splits["test"]
-    prep, multilabel, names = meta["preprocessing"], data.multilabel, data.class_names
-    mean, std = prep["mean"], prep["std"]
+    multilabel, names = data.multilabel, data.class_names
+    mean, std = run.preprocessing["mean"], run.preprocessing["std"]
 
     def probs_of(part):
-        return predict_arrays(model, part.images, mean=mean, std=std, runtime=runtime, multilabel=multilabel,
-                              batch_size=cfg.data.eval_batch_size, extras=part.clinical)[0]
+        return run.predict(part.images, part.clinical)
 
     val_probs, test_probs = probs_of(val), probs_of(test)
     calibration, scaler = calibrate(val_probs, val.targets, test_probs, test.targets, multilabel)
     val_cal = scaler.transform(logits_from_probs(val_probs, multilabel))
     test_cal = scaler.transform(logits_from_probs(test_probs, multilabel))
-    uncertainty = uncertainty_analysis(model, val, test, val_cal, test_cal, mean=mean, std=std,
-                                       runtime=runtime, multilabel=multilabel)
+    uncertainty = uncertainty_analysis(run, val, test, val_cal, test_cal, multilabel=multilabel)
     atomic_write_json(run.path / "calibration.json", {
         "temperature": calibration["temperature"], "abstain_threshold": uncertainty["abstain_threshold"],
-        "uncertainty": uncertainty["measure"], "chosen_on": "val", "checkpoint_sha256": meta["weights_sha256"]})
+        "uncertainty": uncertainty["measure"], "chosen_on": "val", "checkpoint_sha256": run.checkpoint_sha256})
     points = operating_points(val_probs, val.targets, test_probs, test.targets, names, multilabel=multilabel,
                               sensitivity_target=cfg.eval.sensitivity_target, n_bootstrap=n_boot, seed=cfg.seed)
     result = {
-        "run": str(run.path), "model": cfg.model.name, "class_names": names, "multilabel": multilabel,
+        "run": str(run.path), "model": cfg.model.name, "checkpoint_sha256": run.checkpoint_sha256, "class_names": names, "multilabel": multilabel,
         "config": cfg.model_dump(mode="json"), "checkpoint": {k: meta[k] for k in ("epoch", "variant", "weights_sha256", "git_commit")},
         "val_metrics": meta.get("val_metrics", {}), "test": metrics["test"], "calibration": calibration,
         "uncertainty": {k: v for k, v in uncertainty.items() if k != "test_uncertainty"},
@@ -136,7 +125,7 @@ def analyse_run(run_path: str | Path, *, n_bootstrap: int | None = None, subgrou
                                   "predicted": _label(test_probs[i], names, multilabel, probs=True),
                                   "confidence": float(test_probs[i].max())} for i in idx] for title, idx in picks.items()}
     if with_cam and test.clinical is None:  # Grad-CAM explains image-only models; multimodal ones are skipped
-        result["gallery_cams"] = _cams(model, test.images, picks, mean, std, test_probs)
+        result["gallery_cams"] = _cams(run.cpu_float_model(), test.images, picks, mean, std, test_probs)
     result["_probs"] = {"test": test_probs, "test_targets": test.targets}
     return result
 
@@ -151,7 +140,6 @@ def _cams(model, images, picks, mean, std, probs) -> dict:
     from hybridmednet.explain.cam import compute_cam, overlay
 
     out = {}
-    model = model.float().to(torch.device("cpu"), memory_format=torch.contiguous_format)
     for title, idx in picks.items():
         if not len(idx):
             out[title] = []

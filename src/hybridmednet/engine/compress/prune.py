@@ -11,8 +11,10 @@ A pruned run is an ordinary run whose config names the run it starts from
   dependency graph keeps residual and concatenated channels consistent). Tensors shrink, so
   FLOPs and latency really drop. The classifier outputs are never pruned.
 
-Both are deterministic functions of the starting weights, so :func:`prepare_model` rebuilds a
-channel-pruned architecture from the config alone before its fine-tuned weights are loaded.
+Which channels go depends on the starting weights, but how many go in each layer does not
+(``pruning_ratio`` per layer, not global), so :func:`prepare_model` rebuilds a channel-pruned
+architecture from the run's own config, pruning a randomly initialised model, before its
+fine-tuned weights are loaded: the run does not need its starting run to load.
 """
 
 from __future__ import annotations
@@ -71,13 +73,13 @@ def channel_prune(model: nn.Module, amount: float, image_size: int, in_chans: in
         import torch_pruning as tp
     except ImportError:
         raise ConfigError("train.prune.method=channel needs torch-pruning: pip install 'hybridmednet[deploy]'") from None
-    from hybridmednet.models.output import LogitsOnly
+    from hybridmednet.output import LogitsOnly
 
     example = torch.zeros(1, in_chans, image_size, image_size)
     wrapper = LogitsOnly(model).eval()
     try:
         pruner = tp.pruner.MetaPruner(wrapper, example, importance=tp.importance.MagnitudeImportance(p=1),
-                                      pruning_ratio=amount, ignored_layers=_classifier_layers(model, num_outputs))
+                                      pruning_ratio=amount, global_pruning=False, ignored_layers=_classifier_layers(model, num_outputs))
         pruner.step()
     except Exception as exc:  # noqa: BLE001 - an unsupported graph becomes one clear error
         raise ConfigError(f"train.prune.method=channel: torch-pruning cannot prune this model "
@@ -99,12 +101,10 @@ def load_init_checkpoint(model: nn.Module, run_path: str | Path) -> None:
 def prepare_model(model: nn.Module, cfg, num_outputs: set[int], *, for_training: bool) -> tuple[nn.Module, WeightMasks | None]:
     """Load ``model.init_checkpoint`` and apply ``train.prune``. For training this returns the
     masks to keep re-applying; to rebuild a trained pruned run (``for_training=False``) only the
-    architecture matters, so starting weights are loaded only when channel pruning needs them."""
+    architecture matters, so the starting weights are never read."""
     prune_cfg = cfg.train.prune
-    init = cfg.model.init_checkpoint
-    needs_init = for_training or (prune_cfg is not None and prune_cfg.method == "channel")
-    if init and needs_init:
-        load_init_checkpoint(model, init)
+    if cfg.model.init_checkpoint and for_training:
+        load_init_checkpoint(model, cfg.model.init_checkpoint)
     if prune_cfg is None:
         return model, None
     if prune_cfg.method == "channel":

@@ -1,4 +1,5 @@
-"""``ModelOutput``: what every HybridMedNet model's forward returns.
+"""``ModelOutput``: what every HybridMedNet model's forward returns (a shared type, kept low so
+losses, the engine and deploy read it without importing the models package).
 
 Plain timm models return a logits tensor; :func:`as_output` wraps that, so the engine reads one
 type. ``aux_losses`` carries training-only terms a model computes itself (prototype cluster /
