@@ -24,20 +24,23 @@ from hybridmednet.errors import ConfigError
 
 T = TypeVar("T")
 
-# keyword arguments the framework passes itself; a config may not set them through kwargs
-FRAMEWORK_ARGS = frozenset({"num_classes", "in_chans", "drop_rate", "num_coarse", "self"})
+# keyword arguments the framework passes to every model; a config may not set them through kwargs
+MODEL_ARGS = frozenset({"num_classes", "in_chans", "drop_rate", "num_coarse"})
 
 
 class Registry(Generic[T]):
     """``name -> component`` with decorator registration.
 
     ``kind`` says what is registered ("model", "loss" ...) and ``config_key`` where a config names
-    one (``model.name``), for error messages.
+    one (``model.name``), for error messages. ``framework_args``: keyword arguments the framework
+    passes itself (``num_classes``, ``in_features`` ...), which a config's options may not set.
     """
 
-    def __init__(self, kind: str, config_key: str | None = None, *, case_insensitive: bool = False):
+    def __init__(self, kind: str, config_key: str | None = None, *, case_insensitive: bool = False,
+                 framework_args: frozenset[str] | set[str] = frozenset()):
         self.kind, self.config_key = kind, config_key or kind
         self.case_insensitive = case_insensitive
+        self.framework_args = frozenset(framework_args)
         self._items: dict[str, T] = {}
         self._info: dict[str, dict[str, Any]] = {}
 
@@ -79,32 +82,39 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def __iter__(self):
+        return iter(self.names())
+
     def check_options(self, name: str, options: dict[str, Any], where: str) -> dict[str, Any]:
         """Validate ``options`` (a config's ``kwargs`` for component ``name``) against the keyword
-        arguments its builder declares; returns them coerced to the declared types."""
-        return check_options(self.get(name), options, where, f"{self.kind} {name!r}")
+        arguments it declares (its ``options`` info, a class, or else the builder itself); returns
+        them coerced to the declared types."""
+        declares = self.info(name).get("options") or self.get(name)
+        return check_options(declares, options, where, f"{self.kind} {name!r}", self.framework_args)
 
 
-def declared_options(fn: Callable) -> dict[str, inspect.Parameter]:
+def _signature(fn: Callable) -> inspect.Signature:
+    return inspect.signature(fn.__init__ if inspect.isclass(fn) else fn)
+
+
+def declared_options(fn: Callable, framework_args: frozenset[str] = frozenset()) -> dict[str, inspect.Parameter]:
     """The keyword options a builder (function or class) declares, minus the framework's own."""
-    target = fn.__init__ if inspect.isclass(fn) else fn
-    params = inspect.signature(target).parameters
-    return {n: p for n, p in params.items()
-            if n not in FRAMEWORK_ARGS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {n: p for n, p in _signature(fn).parameters.items()
+            if n != "self" and n not in framework_args and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def check_options(fn: Callable, options: dict[str, Any], where: str, what: str) -> dict[str, Any]:
+def check_options(fn: Callable, options: dict[str, Any], where: str, what: str,
+                  framework_args: frozenset[str] = frozenset()) -> dict[str, Any]:
     """One-line :class:`ConfigError` for an unknown key or a value of the wrong type or choice."""
     from pydantic import TypeAdapter, ValidationError
 
-    declared = declared_options(fn)
-    takes_any = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(fn.__init__ if inspect.isclass(fn) else fn)
-                    .parameters.values())
+    declared = declared_options(fn, framework_args)
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in _signature(fn).parameters.values())
     hints = _hints(fn)
     out = {}
-    for key, value in options.items():
+    for key, value in (options or {}).items():
         if key not in declared:
-            if key in FRAMEWORK_ARGS:
+            if key in framework_args:
                 raise ConfigError(f"{where}.{key}: set by the framework, not by {where}; remove it")
             if takes_any:  # e.g. timm models: options are checked by timm itself
                 out[key] = value
@@ -122,8 +132,7 @@ def check_options(fn: Callable, options: dict[str, Any], where: str, what: str) 
 
 
 def _hints(fn: Callable) -> dict[str, Any]:
-    target = fn.__init__ if inspect.isclass(fn) else fn
     try:
-        return typing.get_type_hints(target)
+        return typing.get_type_hints(fn.__init__ if inspect.isclass(fn) else fn)
     except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to unchecked values
         return {}

@@ -301,7 +301,8 @@ def test_nifti_4d_is_refused(tmp_path):
 @pytest.fixture
 def private_registry(monkeypatch):
     """Keep test readers out of the module-wide registry."""
-    monkeypatch.setattr(imageio, "_READERS", dict(imageio._READERS))
+    monkeypatch.setattr(imageio.READERS, "_items", dict(imageio.READERS._items))
+    monkeypatch.setattr(imageio.READERS, "_info", dict(imageio.READERS._info))
 
 
 def test_missing_file(tmp_path):
@@ -351,6 +352,11 @@ def test_unsupported_channel_shape_from_reader(tmp_path, private_registry):
     path.write_bytes(b"x")
     with pytest.raises(DataError, match=r"odd\.twoch: unsupported image shape \(2, 2, 2\)"):
         load_image(path, 3)
+
+
+def test_a_suffix_cannot_be_registered_twice(private_registry):
+    with pytest.raises(ValueError, match=r"image reader '\.DCM' is registered twice"):
+        register_reader(".DCM")(lambda path, **_: np.zeros((1, 1), np.uint8))
 
 
 def test_registered_reader_wins_by_longest_suffix(tmp_path, private_registry):

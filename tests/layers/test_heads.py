@@ -34,7 +34,7 @@ def single_thread():
 
 def test_registry_lists_all_heads_and_rejects_unknown_names():
     assert list_heads() == ["attention_pool", "kan", "linear", "mlp", "moe", "prototype", "residual_mlp"]
-    with pytest.raises(ConfigError, match="choose from attention_pool, kan, linear"):
+    with pytest.raises(ConfigError, match="unknown head .nope.; choose one of attention_pool, kan, linear"):
         create_head("nope", C, K)
 
 

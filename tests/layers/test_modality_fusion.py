@@ -65,5 +65,5 @@ def test_multi_level_weights_are_per_sample_and_sum_to_one():
 
 
 def test_unknown_fusion_is_a_clear_error():
-    with pytest.raises(ConfigError, match="not one of"):
+    with pytest.raises(ConfigError, match="unknown fusion .sum_of_squares.; choose one of add, bilinear"):
         create_fusion("sum_of_squares", D)

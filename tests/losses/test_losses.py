@@ -26,7 +26,7 @@ def test_registry_names_and_auto_choice():
 
 
 def test_registry_errors_name_the_fix():
-    with pytest.raises(ConfigError, match="choose from auto, bce, ce, class_balanced, focal"):
+    with pytest.raises(ConfigError, match="unknown loss 'dice'; choose auto or one of bce, ce, class_balanced, focal"):
         build_loss("dice", multilabel=False)
     with pytest.raises(ConfigError, match="cannot train multi-label"):
         build_loss("ce", multilabel=True)

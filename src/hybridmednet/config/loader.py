@@ -128,9 +128,31 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"{source}: the top level must be a mapping of sections (data, model, train ...)")
     merged = apply_overrides(raw, overrides or [])
     try:
-        return ExperimentConfig.model_validate(merged)
+        config = ExperimentConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(explain(exc, source)) from None
+    try:
+        check_components(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return config
+
+
+def check_components(config: ExperimentConfig) -> None:
+    """Names and free-form options of registered components, checked against their registries
+    before any data is read: the model and its ``model.kwargs`` (head and head options too), the
+    loss and ``train.loss_kwargs``, and the multimodal fusion."""
+    from hybridmednet.losses import check_loss
+    from hybridmednet.models._factory import check_model_options
+
+    check_model_options(config.model.name, config.model.kwargs)
+    check_loss(config.train.loss, config.train.loss_kwargs)
+    if config.model.multimodal is not None and config.model.multimodal.fusion != "multi_level":
+        from hybridmednet.layers.modality_fusion import FUSIONS
+
+        if config.model.multimodal.fusion not in FUSIONS:
+            raise ConfigError(f"model.multimodal.fusion: unknown fusion {config.model.multimodal.fusion!r}; choose one "
+                              f"of {', '.join(FUSIONS.names())}, or multi_level (fusion at several image stages)")
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

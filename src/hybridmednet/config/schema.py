@@ -192,8 +192,7 @@ class DataConfig(StrictModel):
 class MultimodalConfig(StrictModel):
     """Image + clinical fusion (``models/multimodal.py``); the image backbone is ``model.name``."""
 
-    fusion: Literal["concat", "add", "multiply", "gated", "cross_attention", "co_attention", "bilinear",
-                    "multi_level", "clinical_only"] = "concat"
+    fusion: str = Field("concat", description="a registered fusion (layers/modality_fusion.py), or multi_level")
     dim: int = Field(128, ge=8)
     heads: int = Field(4, ge=1)
     bilinear_rank: int = Field(4, ge=1)
@@ -232,7 +231,7 @@ class TrainConfig(StrictModel):
     min_lr_ratio: float = Field(0.01, ge=0, le=1)
     accumulation_steps: int = Field(1, ge=1)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
-    loss: str = Field("auto", description="auto (ce, or bce for multi-label), ce, bce, focal, class_balanced")
+    loss: str = Field("auto", description="auto (ce, or bce for multi-label) or a registered loss (losses/)")
     loss_kwargs: dict[str, Any] = {}
     backbone_lr_scale: float = Field(1.0, gt=0, description="backbone LR = lr x scale (new layers keep lr)")
     freeze_backbone_epochs: int = Field(0, ge=0, description="train only the new layers for this many epochs")

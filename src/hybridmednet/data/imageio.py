@@ -28,9 +28,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from hybridmednet.errors import DataError
+from hybridmednet.registry import Registry
 
 Reader = Callable[..., np.ndarray]
-_READERS: dict[str, Reader] = {}
+READERS: Registry[Reader] = Registry("image reader", "file suffix", case_insensitive=True)
 _SKIP_HINT = "fix or remove the file, or pass --skip-bad to skip unreadable images"
 _SHAPES = "(H, W), (H, W, 1), (H, W, 3) or (H, W, 4)"
 
@@ -39,7 +40,7 @@ def register_reader(*suffixes: str) -> Callable[[Reader], Reader]:
     """Register ``fn(path, **opts) -> ndarray`` for file suffixes such as ``".nii.gz"``.
 
     Suffixes are matched case-insensitively, longest first, so ``".nii.gz"`` wins over
-    ``".gz"``. A later registration for the same suffix replaces the earlier one. Readers get
+    ``".gz"``. Registering a suffix twice is an error. Readers get
     the keyword options of :func:`load_image` (``nifti_slice``, ``dicom_window``, ``frame``)
     and must accept and ignore those they do not use; they may return any array that
     :func:`to_uint8_hwc` accepts.
@@ -48,12 +49,7 @@ def register_reader(*suffixes: str) -> Callable[[Reader], Reader]:
         if not suffix.startswith("."):
             raise ValueError(f"reader suffix must start with '.', got {suffix!r}")
 
-    def decorate(fn: Reader) -> Reader:
-        for suffix in suffixes:
-            _READERS[suffix.lower()] = fn
-        return fn
-
-    return decorate
+    return READERS.register(*suffixes)
 
 
 def load_image(
@@ -91,8 +87,8 @@ def _reader_for(path: Path) -> Reader:
     """Longest registered suffix of the file name; else DICOM by magic; else Pillow."""
     name = path.name.lower()
     for i, char in enumerate(name):
-        if char == "." and name[i:] in _READERS:
-            return _READERS[name[i:]]
+        if char == "." and name[i:] in READERS:
+            return READERS.get(name[i:])
     with open(path, "rb") as f:
         head = f.read(132)
     return _read_dicom if head[128:132] == b"DICM" else _read_pillow

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from hybridmednet.errors import ConfigError
+from hybridmednet.registry import Registry
 
 ReshapeTransform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -32,29 +33,23 @@ class TargetLayer:
 
 
 Resolver = Callable[[nn.Module], TargetLayer]
-_TARGETS: dict[str, Resolver] = {}
+TARGETS: Registry[Resolver] = Registry("CAM target family", "explain")
 
 
 def register_target(*class_names: str) -> Callable[[Resolver], Resolver]:
     """Register ``fn(model) -> TargetLayer`` for models whose class (or a base) has one of these names."""
-
-    def decorate(fn: Resolver) -> Resolver:
-        for name in class_names:
-            _TARGETS[name] = fn
-        return fn
-
-    return decorate
+    return TARGETS.register(*class_names)
 
 
 def list_target_families() -> list[str]:
-    return sorted(_TARGETS)
+    return TARGETS.names()
 
 
 def find_target(model: nn.Module, input_shape: tuple[int, int, int] | None = None) -> TargetLayer:
     """The target layer for ``model``; ``input_shape=(C, H, W)`` is needed only by the fallback."""
     for cls in type(model).__mro__:
-        if cls.__name__ in _TARGETS:
-            return _TARGETS[cls.__name__](model)
+        if cls.__name__ in TARGETS:
+            return TARGETS.get(cls.__name__)(model)
     layer = _last_spatial_conv(model, input_shape) if input_shape else None
     if layer is None:
         raise ConfigError(f"explain: no CAM target layer for {type(model).__name__}; known families: "

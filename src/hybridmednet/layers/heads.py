@@ -24,28 +24,22 @@ from hybridmednet.errors import ConfigError
 from hybridmednet.layers.kan import KANLinear
 from hybridmednet.layers.moe import MixtureOfExperts, load_balance_loss
 from hybridmednet.layers.prototype import PrototypeClassifier
+from hybridmednet.registry import Registry
 
-_HEADS: dict[str, Callable[..., nn.Module]] = {}
+HEADS: Registry[Callable[..., nn.Module]] = Registry("head", "model.kwargs.head",
+                                                     framework_args={"in_features", "num_classes", "drop_rate"})
 
 
 def register_head(name: str):
-    def wrap(cls):
-        if name in _HEADS:
-            raise ValueError(f"head {name!r} is registered twice")
-        _HEADS[name] = cls
-        return cls
-
-    return wrap
+    return HEADS.register(name)
 
 
 def list_heads() -> list[str]:
-    return sorted(_HEADS)
+    return HEADS.names()
 
 
 def create_head(name: str, in_features: int, num_classes: int, **kwargs) -> ClassifierHead:
-    if name not in _HEADS:
-        raise ConfigError(f"unknown head {name!r}; choose from {', '.join(list_heads())}")
-    return _HEADS[name](in_features, num_classes, **kwargs)
+    return HEADS.get(name)(in_features, num_classes, **kwargs)
 
 
 def global_pool(x: torch.Tensor) -> torch.Tensor:

@@ -14,24 +14,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybridmednet.errors import ConfigError
+from hybridmednet.registry import Registry
 
 __all__ = ["FUSIONS", "MultiLevelFusion", "TokenAttention", "TransformerBlock", "create_fusion", "masked_mean"]
 
-FUSIONS: dict[str, Callable[..., nn.Module]] = {}
+FUSIONS: Registry[Callable[..., nn.Module]] = Registry("fusion", "model.multimodal.fusion")
 
 
 def register_fusion(name: str):
-    def wrap(cls):
-        FUSIONS[name] = cls
-        return cls
-
-    return wrap
+    return FUSIONS.register(name)
 
 
 def create_fusion(name: str, dim: int, **kwargs) -> nn.Module:
-    if name not in FUSIONS:
-        raise ConfigError(f"model.multimodal.fusion: {name!r} is not one of {sorted(FUSIONS)}")
-    return FUSIONS[name](dim, **kwargs)
+    return FUSIONS.get(name)(dim, **kwargs)
 
 
 def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

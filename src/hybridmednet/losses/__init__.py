@@ -10,8 +10,9 @@ Registered names (each builds a criterion called as ``loss(logits, targets)``):
   on cross-entropy / BCE, or on the focal loss with ``base="focal"``;
 - ``auto``: ``bce`` for multi-label data, ``ce`` otherwise.
 
-Builders receive ``label_smoothing``, ``multilabel`` and any extra keyword (the trainer always
-passes ``class_counts``) and ignore what they do not use. Terms with other signatures live
+Builders declare their options in their signature; ``train.loss_kwargs`` is checked against it
+before training (an unknown key or a wrong value is a one-line error). The framework passes
+``label_smoothing``, ``multilabel`` and ``class_counts`` to the builders that declare them. Terms with other signatures live
 beside them: :class:`HierarchicalConsistencyLoss` (fine vs coarse logits) and
 :class:`UncertaintyWeightedLoss` (combines named losses; it has parameters to optimise).
 """
@@ -19,6 +20,7 @@ beside them: :class:`HierarchicalConsistencyLoss` (fine vs coarse logits) and
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -34,6 +36,7 @@ from hybridmednet.losses.hierarchical import (
     aggregate_fine_to_coarse,
 )
 from hybridmednet.losses.weighting import UncertaintyWeightedLoss
+from hybridmednet.registry import Registry, declared_options
 
 __all__ = [
     "FocalLoss", "HierarchicalConsistencyLoss", "SigmoidFocalLoss", "SmoothedBCE", "UncertaintyWeightedLoss",
@@ -41,23 +44,20 @@ __all__ = [
     "register_loss",
 ]
 
-_LOSSES: dict[str, Callable[..., nn.Module]] = {}
+LOSS_ARGS = frozenset({"label_smoothing", "multilabel", "class_counts"})
+LOSSES: Registry[Callable[..., nn.Module]] = Registry("loss", "train.loss", framework_args=LOSS_ARGS)
 
 
 def register_loss(name: str):
-    def wrap(fn):
-        _LOSSES[name] = fn
-        return fn
-
-    return wrap
+    return LOSSES.register(name)
 
 
 def list_losses() -> list[str]:
-    return sorted(_LOSSES)
+    return LOSSES.names()
 
 
 @register_loss("ce")
-def cross_entropy(label_smoothing: float = 0.0, **_) -> nn.Module:
+def cross_entropy(label_smoothing: float = 0.0) -> nn.Module:
     return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
 
@@ -75,14 +75,15 @@ class SmoothedBCE(nn.Module):
 
 
 @register_loss("bce")
-def bce(label_smoothing: float = 0.0, pos_weight: torch.Tensor | Sequence[float] | None = None, **_) -> nn.Module:
+def bce(label_smoothing: float = 0.0, pos_weight: list[float] | None = None) -> nn.Module:
     if pos_weight is not None:
         pos_weight = torch.as_tensor(pos_weight, dtype=torch.float32)
     return SmoothedBCE(label_smoothing, pos_weight)
 
 
 @register_loss("focal")
-def focal(label_smoothing: float = 0.0, multilabel: bool = False, alpha=None, gamma: float = 2.0, **_) -> nn.Module:
+def focal(label_smoothing: float = 0.0, multilabel: bool = False, alpha: float | list[float] | None = None,
+          gamma: float = 2.0) -> nn.Module:
     """Softmax focal loss with per-class ``alpha``; sigmoid focal loss (RetinaNet ``alpha``) for multi-label."""
     if multilabel:
         return SigmoidFocalLoss(alpha=alpha, gamma=gamma, label_smoothing=label_smoothing)
@@ -91,7 +92,7 @@ def focal(label_smoothing: float = 0.0, multilabel: bool = False, alpha=None, ga
 
 @register_loss("class_balanced")
 def class_balanced(label_smoothing: float = 0.0, multilabel: bool = False, class_counts: Sequence[int] | None = None,
-                   beta: float = 0.9999, base: str = "ce", gamma: float = 2.0, **_) -> nn.Module:
+                   beta: float = 0.9999, base: Literal["ce", "bce", "focal"] = "ce", gamma: float = 2.0) -> nn.Module:
     """Effective-number class weights on ``base="ce"`` (BCE for multi-label) or ``base="focal"``.
 
     ``class_counts`` are training images per class, or positives per label for multi-label data.
@@ -107,12 +108,27 @@ def class_balanced(label_smoothing: float = 0.0, multilabel: bool = False, class
     return FocalLoss(alpha=weights, gamma=gamma, label_smoothing=label_smoothing)
 
 
-def build_loss(name: str, *, multilabel: bool, label_smoothing: float = 0.0, **kwargs) -> nn.Module:
+def build_loss(name: str, *, multilabel: bool, label_smoothing: float = 0.0, class_counts=None, **kwargs) -> nn.Module:
     """``auto`` picks BCE for multi-label data and cross-entropy otherwise."""
     if name == "auto":
         name = "bce" if multilabel else "ce"
     if name == "ce" and multilabel:
         raise ConfigError("train.loss=ce cannot train multi-label data; use bce or auto")
-    if name not in _LOSSES:
-        raise ConfigError(f"unknown loss {name!r}; choose from auto, {', '.join(list_losses())}")
-    return _LOSSES[name](label_smoothing=label_smoothing, multilabel=multilabel, **kwargs)
+    builder = _builder(name)
+    framework = {"label_smoothing": label_smoothing, "multilabel": multilabel, "class_counts": class_counts}
+    declared = declared_options(builder)
+    options = LOSSES.check_options(name, kwargs, "train.loss_kwargs")
+    return builder(**{k: v for k, v in framework.items() if k in declared}, **options)
+
+
+def _builder(name: str) -> Callable[..., nn.Module]:
+    if name not in LOSSES:
+        raise ConfigError(f"train.loss: unknown loss {name!r}; choose auto or one of {', '.join(LOSSES.names())}")
+    return LOSSES.get(name)
+
+
+def check_loss(name: str, kwargs: dict) -> None:
+    """Config-time check of ``train.loss`` and ``train.loss_kwargs`` (before any data is read)."""
+    if name != "auto":
+        _builder(name)
+        LOSSES.check_options(name, kwargs, "train.loss_kwargs")

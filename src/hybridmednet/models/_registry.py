@@ -2,41 +2,36 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 
 from torch import nn
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
-_IMAGE_SIZE_ARG: dict[str, str] = {}
+from hybridmednet.registry import MODEL_ARGS, Registry
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", "model.name", framework_args=MODEL_ARGS)
 
 
-def register_model(fn: Callable[..., nn.Module] | None = None, *, image_size_arg: str | None = None):
+def register_model(fn: Callable[..., nn.Module] | None = None, *, image_size_arg: str | None = None,
+                   options: type | None = None):
     """Register a builder under its function name. ``image_size_arg`` names the builder keyword that
-    receives the training image size, for models whose shape depends on it (patch grids)."""
-
-    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if builder.__name__ in _MODELS:
-            raise ValueError(f"model {builder.__name__!r} is registered twice")
-        _MODELS[builder.__name__] = builder
-        if image_size_arg:
-            _IMAGE_SIZE_ARG[builder.__name__] = image_size_arg
-        return builder
-
+    receives the training image size, for models whose shape depends on it (patch grids);
+    ``options`` is the class whose constructor declares the options ``model.kwargs`` may set (the
+    builder's own signature when it takes no ``**kwargs``)."""
+    wrap = MODELS.register(image_size_arg=image_size_arg, options=options)
     return wrap(fn) if fn is not None else wrap
 
 
 def image_size_arg(name: str) -> str | None:
-    return _IMAGE_SIZE_ARG.get(name)
+    return MODELS.info(name).get("image_size_arg")
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+    return MODELS.names(pattern)
 
 
 def is_model(name: str) -> bool:
-    return name in _MODELS
+    return name in MODELS
 
 
 def model_builder(name: str) -> Callable[..., nn.Module]:
-    return _MODELS[name]
+    return MODELS.get(name)

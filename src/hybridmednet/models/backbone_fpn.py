@@ -92,7 +92,7 @@ def _register(name: str, backbone: str, doc: str, **defaults) -> None:
 
     builder.__name__ = name
     builder.__doc__ = doc
-    register_model(builder, image_size_arg="image_size")
+    register_model(builder, image_size_arg="image_size", options=BackboneFPN)
 
 
 for _name, _backbone in [("resnet18", "resnet18"), ("resnet34", "resnet34"), ("resnet50", "resnet50"),

@@ -23,6 +23,8 @@ features and the cross-branch attention map.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -46,11 +48,14 @@ class HybridStem(nn.Module):
     def __init__(self, in_chans: int, width: int, stride: int, fusion: str = "adaptive"):
         super().__init__()
         self.fusion_mode = fusion
-        self.global_branch = conv_bn_act(in_chans, width, 7, stride)
-        local = [conv_bn_act(in_chans, width, 3, 1)]
-        if stride > 1:  # a dense strided 3x3 (depthwise convs have no fast CPU training kernel)
-            local.append(conv_bn_act(width, width, 3, stride))
-        self.local_branch = nn.Sequential(*local)
+        # only the branches in use are built: a one-branch ablation has no unused (DDP-breaking) parameters
+        self.global_branch = conv_bn_act(in_chans, width, 7, stride) if fusion != "local" else None
+        self.local_branch = None
+        if fusion != "global":
+            local = [conv_bn_act(in_chans, width, 3, 1)]
+            if stride > 1:  # a dense strided 3x3 (depthwise convs have no fast CPU training kernel)
+                local.append(conv_bn_act(width, width, 3, stride))
+            self.local_branch = nn.Sequential(*local)
         self.fusion = AdaptiveFusion(width, num_inputs=2) if fusion == "adaptive" else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,10 +106,11 @@ BLOCKS = {"mbconv": MBConv, "basic": BasicBlock}
 
 class HybridMedNet(nn.Module):
     def __init__(self, num_classes: int, in_chans: int = 3, *, stem_width: int = 32, stem_stride: int = 2,
-                 widths=(48, 96, 160, 256), depths=(1, 2, 3, 2), strides=(2, 2, 2, 2), expand: int = 4, block: str = "mbconv",
-                 head_width: int = 512, fusion: str = "adaptive", cross_attention: bool = True, mhf: bool = False,
-                 head: str = "linear", head_kwargs: dict | None = None, num_coarse: int | None = None,
-                 drop_rate: float = 0.1):
+                 widths: tuple[int, ...] = (48, 96, 160, 256), depths: tuple[int, ...] = (1, 2, 3, 2),
+                 strides: tuple[int, ...] = (2, 2, 2, 2), expand: int = 4, block: Literal["mbconv", "basic"] = "mbconv",
+                 head_width: int = 512, fusion: Literal["adaptive", "sum", "global", "local"] = "adaptive",
+                 cross_attention: bool = True, mhf: bool = False, head: str = "linear", head_kwargs: dict | None = None,
+                 num_coarse: int | None = None, drop_rate: float = 0.1):
         super().__init__()
         self.stem = HybridStem(in_chans, stem_width, stem_stride, fusion)
         layers, cin = [], stem_width
@@ -154,20 +160,20 @@ def _create(num_classes: int, in_chans: int, drop_rate: float, defaults: dict, k
     return HybridMedNet(num_classes, in_chans, drop_rate=drop_rate, **{**defaults, **kwargs})
 
 
-@register_model
+@register_model(options=HybridMedNet)
 def hybridmednet_lite(num_classes: int, in_chans: int = 3, drop_rate: float = 0.1, **kwargs) -> HybridMedNet:
     """224-px design target: at most 7.2M parameters and 1.2 GFLOPs (measured in tests)."""
     return _create(num_classes, in_chans, drop_rate, {}, kwargs)
 
 
-@register_model
+@register_model(options=HybridMedNet)
 def hybridmednet_base(num_classes: int, in_chans: int = 3, drop_rate: float = 0.2, **kwargs) -> HybridMedNet:
     """Wider and deeper than lite (about 3x the compute), with the MHF block on."""
     return _create(num_classes, in_chans, drop_rate, dict(stem_width=48, widths=(64, 128, 224, 384), depths=(2, 3, 4, 2),
                                                          head_width=768, mhf=True), kwargs)
 
 
-@register_model
+@register_model(options=HybridMedNet)
 def hybridmednet_small28(num_classes: int, in_chans: int = 3, drop_rate: float = 0.1, **kwargs) -> HybridMedNet:
     """For 28-64 px inputs: stride-1 stem and first stage keep small images' detail; dense residual
     blocks instead of MBConv because they train ~10x faster on CPU."""

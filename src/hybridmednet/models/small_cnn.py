@@ -33,7 +33,8 @@ class BasicBlock(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    def __init__(self, num_classes: int, in_chans: int = 3, widths=(32, 64, 128, 256), depths=(1, 1, 1, 1),
+    def __init__(self, num_classes: int, in_chans: int = 3, widths: tuple[int, ...] = (32, 64, 128, 256),
+                 depths: tuple[int, ...] = (1, 1, 1, 1),
                  stem_stride: int = 1, drop_rate: float = 0.1):
         super().__init__()
         self.stem = conv_bn_relu(in_chans, widths[0], stem_stride)
@@ -55,13 +56,13 @@ class SmallCNN(nn.Module):
         return self.head(self.dropout(self.pool(self.forward_features(x)).flatten(1)))
 
 
-@register_model
+@register_model(options=SmallCNN)
 def small_cnn(num_classes: int, in_chans: int = 3, drop_rate: float = 0.1, **kwargs) -> SmallCNN:
     """About 1.2M parameters; the default model."""
     return SmallCNN(num_classes, in_chans, drop_rate=drop_rate, **kwargs)
 
 
-@register_model
+@register_model(options=SmallCNN)
 def small_cnn_wide(num_classes: int, in_chans: int = 3, drop_rate: float = 0.2, **kwargs) -> SmallCNN:
     """Twice the width and two blocks in the middle stages: slower, a little more accurate."""
     return SmallCNN(num_classes, in_chans, widths=(64, 128, 256, 512), depths=(1, 2, 2, 1), drop_rate=drop_rate, **kwargs)

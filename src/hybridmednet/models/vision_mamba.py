@@ -94,13 +94,13 @@ def _create_vision_mamba(num_classes: int, in_chans: int, drop_rate: float, **kw
     return VisionMamba(num_classes, in_chans, drop_rate=drop_rate, **kwargs)
 
 
-@register_model(image_size_arg="img_size")
+@register_model(image_size_arg="img_size", options=VisionMamba)
 def vision_mamba_tiny(num_classes: int, in_chans: int = 3, drop_rate: float = 0.0, **kwargs) -> VisionMamba:
     """dim 128, 6 bidirectional blocks: 0.82M parameters (28 px, patch 4, 10 classes)."""
     return _create_vision_mamba(num_classes, in_chans, drop_rate, **{"dim": 128, "depth": 6, **kwargs})
 
 
-@register_model(image_size_arg="img_size")
+@register_model(image_size_arg="img_size", options=VisionMamba)
 def vision_mamba_small(num_classes: int, in_chans: int = 3, drop_rate: float = 0.0, **kwargs) -> VisionMamba:
     """dim 192, 12 bidirectional blocks, stochastic depth 0.1: 3.4M parameters (28 px, patch 4)."""
     return _create_vision_mamba(num_classes, in_chans, drop_rate, **{"dim": 192, "depth": 12, "drop_path_rate": 0.1,

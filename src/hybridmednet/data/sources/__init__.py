@@ -8,19 +8,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hybridmednet.data.table import SampleTable
+from hybridmednet.registry import Registry
 
-_SOURCES: dict[str, Callable[..., SampleTable]] = {}
+SOURCES: Registry[Callable[..., SampleTable]] = Registry("data source", "data.source.kind")
 
 
 def register_source(kind: str):
-    def wrap(fn: Callable[..., SampleTable]) -> Callable[..., SampleTable]:
-        _SOURCES[kind] = fn
-        return fn
-
-    return wrap
+    return SOURCES.register(kind)
 
 
 def build_table(source_config) -> SampleTable:
     from hybridmednet.data.sources import csv_table, folder, medmnist  # noqa: F401  (registers)
 
-    return _SOURCES[source_config.kind](source_config)
+    return SOURCES.get(source_config.kind)(source_config)
