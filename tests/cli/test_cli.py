@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from hybridmednet.cli.main import main
@@ -21,6 +22,9 @@ def test_missing_run_and_config(capsys, tmp_path):
     assert "not a run directory" in capsys.readouterr().err
     assert main(["train", "--config", str(tmp_path / "none.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+    assert main(["train", "--config", str(tmp_path)]) == 2  # a folder given as --config: one line, no traceback
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a folder, not a config file" in err and f"--data {tmp_path}" in err
 
 
 def test_models_lists_registry(capsys):
@@ -44,3 +48,22 @@ def test_train_evaluate_predict_round_trip(tiny_npz, tmp_path, capsys):
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "hybridmednet", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "train" in out.stdout
+
+
+def test_train_straight_from_an_image_folder(image_folder, tmp_path, capsys):
+    """``train --data FOLDER``: source, classes, channels and size inferred, printed, saved in the run."""
+    args = ["train", "--data", str(image_folder), "--quiet", "--set", f"output_dir={tmp_path / 'runs'}",
+            "--set", "train.epochs=1", "--set", "data.cache=false", "--set", "eval.n_bootstrap=10"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "inferred data: folder source" in err and "inferred classes (2): a (12), b (12)" in err
+    assert "inferred image size: 28 px" in err and "inferred channels: 3" in err
+    saved = yaml.safe_load((tmp_path / "runs" / "folder" / "config.yaml").read_text())
+    assert saved["data"]["source"] == {**saved["data"]["source"], "kind": "folder", "root": str(image_folder)}
+    assert saved["data"]["image_size"] == 28 and saved["data"]["channels"] == 3
+
+
+def test_train_takes_config_or_data_not_both(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--data", "x", "--config", "dermamnist"])
+    assert "not allowed with argument" in capsys.readouterr().err

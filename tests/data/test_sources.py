@@ -166,6 +166,8 @@ def test_csv_path_template(csv_images):
     ("path,mass\nim0.png,1\nim1.png,2\n", {"label_columns": ["mass"]}, r"row 3: column 'mass' must be 0 or 1"),
     ("path,label,split\nim0.png,a,train\nim1.png,a,holdout\n", {"split_column": "split"}, r"row 3: split 'holdout'"),
     ("path,label\n", {}, "the CSV has no rows"),
+    ("path,label\nim0.png,a\nim1.png,\nim2.png,\n", {}, r"row 3: empty label in column 'label' \(2 row\(s\) in all\)"),
+    ("path,label\nim0.png,a\nim1.png,b\nim0.png,b\n", {}, r"row 4 lists .*im0.png again \(first at row 2\) with another label"),
     ("image_id,label\nim0,a\n", {"path_template": "{image}.png"}, r"path_template .* names column 'image'"),
 ])
 def test_csv_errors_name_file_row_and_column(csv_images, text, kwargs, message):
@@ -203,3 +205,29 @@ def test_dicom_and_nifti_through_a_csv(tmp_path):
     dicom, nifti = table.record(0, 1).image, table.record(1, 3).image
     assert dicom.shape == (4, 4, 1) and dicom.min() == 0 and dicom.max() == 255
     assert nifti.shape == (4, 4, 3) and nifti.max() == 255
+
+
+def test_csv_repeating_an_image_is_counted_and_audited(csv_images, caplog):
+    from hybridmednet.config.schema import DataConfig
+    from hybridmednet.data.pipeline import prepare_data
+
+    splits = ["train", "train", "val", "val", "test", "test"]
+    rows = "".join(f"im{i % 4}.png,{'ab'[i % 2]},{split}\n" for i, split in enumerate(splits))
+    path = write_csv(csv_images / "r.csv", "path,label,split\n" + rows + "im0.png,a,train\n")
+    cfg = DataConfig.model_validate({"source": {"kind": "csv", "path": str(path), "split_column": "split"},
+                                     "image_size": 8, "cache": False})
+    with caplog.at_level("WARNING", logger="hybridmednet"):
+        data = prepare_data(cfg)
+    assert "3 row(s) list an image already listed (e.g. row 6 repeats row 2)" in caplog.text
+    images = data.audit["identical_images"]
+    assert images["n_crossing"] == 2 and images["n_repeated_within_a_split"] == 1  # im0, im1 in train and test
+
+
+def test_a_single_class_is_refused_at_load(csv_images):
+    from hybridmednet.config.schema import DataConfig
+    from hybridmednet.data.pipeline import prepare_data
+
+    path = write_csv(csv_images / "one.csv", "path,label\n" + "".join(f"im{i}.png,cat\n" for i in range(4)))
+    cfg = DataConfig.model_validate({"source": {"kind": "csv", "path": str(path)}, "image_size": 8, "cache": False})
+    with pytest.raises(DataError, match=r"only one class \(cat\) found; a classifier needs at least two"):
+        prepare_data(cfg)

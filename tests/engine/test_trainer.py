@@ -13,7 +13,7 @@ from hybridmednet.config.loader import load_config
 from hybridmednet.engine.evaluate import evaluate_run
 from hybridmednet.engine.predict import predict_files
 from hybridmednet.engine.trainer import read_metrics_csv, train
-from hybridmednet.errors import CheckpointError, DataError
+from hybridmednet.errors import CheckpointError, ConfigError, DataError
 from tests.conftest import tiny_config
 
 
@@ -150,7 +150,8 @@ def test_hierarchical_training_with_a_taxonomy(tiny_npz, tmp_path):
     assert meta["coarse_names"] == ["even", "odd"] and meta["fine_to_coarse"] == [0, 1, 0]
     assert any(k.startswith("head.coarse.") for k in tensors)
     result = evaluate_run(cfg.run_dir, "test", n_bootstrap=10)
-    assert 0 <= result["metrics"]["acc"] <= 1
+    rows = list(csv.DictReader(open(cfg.run_dir / "predictions_test.csv")))
+    assert result["metrics"]["acc"] == pytest.approx(np.mean([r["predicted"] == r["target"] for r in rows]))
 
 
 @pytest.mark.parametrize("taxonomy, message", [
@@ -196,3 +197,10 @@ def test_freeze_schedule_and_backbone_lr_scale(tiny_npz, tmp_path):
     assert {g["name"] for g in groups} >= {"backbone", "head"}
     lrs = {g["name"]: g["initial_lr"] for g in groups}
     assert abs(lrs["backbone"] - 0.1 * lrs["head"]) < 1e-12
+
+
+def test_a_monitor_the_task_lacks_is_refused_before_training(tiny_npz, tmp_path):
+    cfg = cfg_for(tiny_npz, tmp_path, ["train.monitor=mean_auc"], epochs=1)
+    with pytest.raises(ConfigError, match=r"train.monitor=mean_auc: a single-label task does not compute it; choose one of auc"):
+        train(cfg, quiet=True)
+    assert not (cfg.run_dir / "checkpoints").exists()

@@ -15,16 +15,7 @@ from pathlib import Path
 
 from hybridmednet.errors import ConfigError, HybridMedNetError
 
-PRESET_DIR = Path(__file__).resolve().parents[3] / "configs"
-
-
-def resolve_config_path(value: str) -> Path:
-    """A path, or a preset name such as ``dermamnist`` found in the repository's ``configs/``."""
-    path = Path(value)
-    if path.exists() or path.suffix in (".yaml", ".yml"):
-        return path
-    preset = PRESET_DIR / f"{value}.yaml"
-    return preset if preset.exists() else path
+from hybridmednet.paths import preset_dir, resolve_config_path
 
 
 def _load(args) -> object:
@@ -33,6 +24,16 @@ def _load(args) -> object:
     overrides = list(args.set or [])
     if getattr(args, "skip_bad", False):
         overrides.append("data.skip_bad=true")
+    if getattr(args, "data", None):
+        if args.config:
+            raise ConfigError("give --config or --data, not both (--set overrides work with either)")
+        from hybridmednet.data.infer import infer_config
+
+        raw, lines = infer_config(args.data)
+        print("\n".join(f"inferred {line}" for line in lines), file=sys.stderr)
+        return load_config(raw=raw, overrides=overrides)
+    if not getattr(args, "config", None):
+        raise ConfigError("give --config CONFIG (a YAML file or a preset name) or --data PATH (a folder, CSV or npz)")
     return load_config(resolve_config_path(args.config), overrides)
 
 
@@ -188,7 +189,7 @@ def cmd_demo(args) -> int:
 
     started = time.perf_counter()
     overrides = [f"output_dir={args.output_dir}"] + list(args.set or [])
-    cfg = load_config(PRESET_DIR / "demo_dermamnist.yaml", overrides)
+    cfg = load_config(preset_dir() / "demo_dermamnist.yaml", overrides)
     summary = train(cfg, overwrite=True, quiet=args.quiet)
     result = evaluate_run(cfg.run_dir, "test")
     train_eval_s = time.perf_counter() - started
@@ -208,13 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridmednet", description="Medical image classification: train, evaluate, predict.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_config(p):
-        p.add_argument("--config", required=True, help="YAML file or preset name (configs/<name>.yaml)")
+    def with_config(p, *, data: bool = False):
+        if data:
+            source = p.add_mutually_exclusive_group(required=True)
+            source.add_argument("--config", help="YAML file or preset name (hybridmednet/presets/<name>.yaml)")
+            source.add_argument("--data", metavar="PATH", help="an image folder, CSV or npz: source, classes, channels and "
+                                                                 "size are inferred and printed; the default recipe is used")
+        else:
+            p.add_argument("--config", required=True, help="YAML file or preset name (hybridmednet/presets/<name>.yaml)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set train.epochs=30")
         p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them in the run")
 
-    p = sub.add_parser("train", help="train a model from a config")
-    with_config(p)
+    p = sub.add_parser("train", help="train a model from a config, or straight from a data folder / CSV / npz")
+    with_config(p, data=True)
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
     p.add_argument("--device", default=None)
@@ -293,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("audit", help="leakage audit of a config's splits")
-    with_config(p)
+    with_config(p, data=True)
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("models", help="list registered models (or timm models with --timm PATTERN)")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from hybridmednet.config.schema import ExperimentConfig
 from hybridmednet.errors import ConfigError
+from hybridmednet.paths import list_presets
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -117,11 +118,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     source = str(path) if path is not None else "<config>"
     if raw is None:
         if path is None:
-            raise ConfigError("no config given: pass --config configs/<name>.yaml")
+            raise ConfigError("no config given: pass --config <file.yaml> or a preset name")
+        if Path(path).is_dir():
+            raise ConfigError(f"{path}: is a folder, not a config file; give a YAML file, a preset name "
+                              f"({', '.join(list_presets())}), or train straight from a data folder with --data {path}")
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found; presets live in configs/") from None
+            raise ConfigError(f"{path}: config file not found; give a YAML file or a preset name "
+                              f"({', '.join(list_presets())})") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):

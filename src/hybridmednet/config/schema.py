@@ -1,25 +1,21 @@
 """Typed, validated experiment config.
 
 Every section forbids unknown keys, so a typo fails loudly (``loader.py`` turns pydantic's
-errors into one line naming the key and the valid choices). Paths may use ``{data_root}``,
-which resolves to ``$HYBRIDMEDNET_DATA`` or, failing that, ``../shared/data``; the resolved
-config saved with each run holds absolute paths so a run can be re-evaluated from anywhere.
+errors into one line naming the key and the valid choices). Paths may use ``{data_root}``
+(``$HYBRIDMEDNET_DATA``, else the checkout's ``../shared/data``, else the user cache: see
+``hybridmednet.paths``), never a folder relative to where the command runs; the resolved config
+saved with each run holds absolute paths so a run can be re-evaluated from anywhere.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DATA_ROOT_ENV = "HYBRIDMEDNET_DATA"
+from hybridmednet.paths import default_data_root
 
-
-def default_data_root() -> Path:
-    """Where ``{data_root}`` points: ``$HYBRIDMEDNET_DATA``, else ``../shared/data``."""
-    return Path(os.environ.get(DATA_ROOT_ENV, "../shared/data")).expanduser().resolve()
 
 
 def resolve_path(value: str | None) -> str | None:

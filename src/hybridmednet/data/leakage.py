@@ -27,9 +27,11 @@ def _crossing(keys_by_split: dict[str, list], n_examples: int) -> dict:
             where[key].add(split)
             ids_of[key].append(f"{split}:{sample_id}")
     crossing = {k: s for k, s in where.items() if len(s) > 1}
+    repeated = sum(1 for k in where if len(ids_of[k]) > len(where[k]))  # a key twice inside one split
     pairs = {f"{a}-{b}": sum(1 for s in crossing.values() if {a, b} <= s) for a, b in combinations(SPLITS, 2)}
     examples = [{"key": str(k), "samples": ids_of[k][:6]} for k in sorted(crossing, key=str)[:n_examples]]
-    return {"n_total": len(where), "n_crossing": len(crossing), "by_split_pair": pairs, "examples": examples}
+    return {"n_total": len(where), "n_crossing": len(crossing), "by_split_pair": pairs, "examples": examples,
+            "n_repeated_within_a_split": repeated}
 
 
 def image_digest(image: np.ndarray) -> str:
@@ -58,4 +60,6 @@ def summarize(report: dict) -> str:
     if "identical_images" in report:
         d = report["identical_images"]
         lines.append(f"identical images in >1 split: {d['n_crossing']} {d['by_split_pair']}")
+        if d.get("n_repeated_within_a_split"):
+            lines.append(f"images repeated inside a split: {d['n_repeated_within_a_split']}")
     return "; ".join(lines)

@@ -1,8 +1,10 @@
 """Decode every image once to ``uint8 (N, S, S, C)`` at the training size, and cache the result.
 
 Training reads small arrays from memory instead of decoding JPEGs each epoch (on 2 cores,
-decoding dominates otherwise). The cache key covers the file list, sizes, modification times
-and every preprocessing option, so a changed file or option is never served stale.
+decoding dominates otherwise). The cache key covers the file list, sizes, modification times,
+every preprocessing option, ``skip_bad`` and :data:`PREPROCESS_VERSION`, so a changed file, option
+or reader is never served stale, and a cache written while skipping bad images is never served to
+a strict run. Bump :data:`PREPROCESS_VERSION` whenever a reader or the resize changes its pixels.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import numpy as np
 from hybridmednet.data.resize import fit_to_square
 from hybridmednet.data.table import SampleTable
 from hybridmednet.errors import DataError
+from hybridmednet.paths import cache_dir
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("HYBRIDMEDNET_CACHE", Path.home() / ".cache" / "hybridmednet"))
+# the decoders' and the resize's pixel output; part of every cache key
+PREPROCESS_VERSION = 2
 
 
-def _cache_key(table: SampleTable, size: int, channels: int, mode: str) -> str:
+def _cache_key(table: SampleTable, size: int, channels: int, mode: str, skip_bad: bool) -> str:
     stats = []
     for p in table.paths:
         try:
@@ -32,7 +35,8 @@ def _cache_key(table: SampleTable, size: int, channels: int, mode: str) -> str:
             stats.append((p, st.st_size, int(st.st_mtime)))
         except OSError:
             stats.append((p, -1, -1))
-    blob = json.dumps([stats, size, channels, mode, table.reader_options], default=str).encode()
+    blob = json.dumps([PREPROCESS_VERSION, stats, size, channels, mode, table.reader_options, skip_bad],
+                      default=str).encode()
     return hashlib.sha1(blob).hexdigest()
 
 
@@ -62,12 +66,11 @@ def materialize(table: SampleTable, size: int, channels: int, mode: str, *, skip
         return table.images, np.ones(len(table), dtype=bool), []
     if table.images is not None:
         return _decode_all(table, size, channels, mode, skip_bad)
-    path = cache_dir() / "images" / f"{_cache_key(table, size, channels, mode)}.npz"
+    path = cache_dir() / "images" / f"{_cache_key(table, size, channels, mode, skip_bad)}.npz"
     if use_cache and path.exists():
         with np.load(path) as cached:
-            if bool(cached["skip_bad"]) or not (~cached["ok"]).any():
-                skipped = json.loads(str(cached["skipped"]))
-                return cached["images"], cached["ok"], [tuple(s) for s in skipped]
+            skipped = json.loads(str(cached["skipped"]))
+            return cached["images"], cached["ok"], [tuple(s) for s in skipped]
     images, ok, skipped = _decode_all(table, size, channels, mode, skip_bad)
     if use_cache:
         from hybridmednet.utils.io import atomic_write

@@ -74,6 +74,9 @@ def prepare_data(cfg, *, splits_wanted=SPLITS, clinical_spec: dict | None = None
     clinical inputs are built with it instead of being fitted again on today's training split,
     so a changed metadata file cannot silently shift a trained model's vocabulary or scaling."""
     table = build_table(cfg.source)
+    if len(table.class_names) < 2:
+        raise DataError(f"{table.source}: only one class ({', '.join(table.class_names) or 'none'}) found; a classifier "
+                        "needs at least two: check the folder layout (root/<class>/<image>) or the label column")
     assignment = assign_splits(table, cfg.split.strategy, cfg.split.val_fraction, cfg.split.test_fraction, cfg.split.seed)
     parts, skipped, train_ids = {}, [], []
     for name, part in split_table(table, assignment).items():
@@ -110,7 +113,7 @@ def attach_clinical(cfg, parts: dict[str, SplitArrays], *, train_ids: list[str] 
         load_clinical_values,
         resolve_table,
     )
-    from hybridmednet.data.materialize import cache_dir
+    from hybridmednet.paths import cache_dir
 
     c = cfg.clinical
     source = cfg.source

@@ -34,7 +34,7 @@ def clinical_inputs_for(inputs: list[str], kept: list[str], clinical_cfg, spec: 
     import pandas as pd
 
     from hybridmednet.data.clinical import clinical_arrays, parse_numbers
-    from hybridmednet.data.materialize import cache_dir
+    from hybridmednet.paths import cache_dir
     from hybridmednet.data.metadata import clean_value
 
     csvs = [Path(i) for i in inputs if Path(i).suffix.lower() == ".csv"]

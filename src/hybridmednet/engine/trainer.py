@@ -94,6 +94,18 @@ def _set_rng_state(tensors: dict, meta: dict) -> None:
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
 
 
+# what train.monitor may name, by task (validation computes these; "auc" is mean_auc for multi-label)
+MONITORS = {False: ("auc", "acc", "balanced_acc", "macro_f1", "loss"), True: ("auc", "mean_auc", "macro_f1", "loss")}
+
+
+def check_monitor(monitor: str, multilabel: bool) -> None:
+    """A monitor the task does not compute would never improve, so no best checkpoint would be written."""
+    if monitor not in MONITORS[multilabel]:
+        task = "multi-label" if multilabel else "single-label"
+        raise ConfigError(f"train.monitor={monitor}: a {task} task does not compute it; choose one of "
+                          f"{', '.join(MONITORS[multilabel])}")
+
+
 # keys that may differ on --resume: where the run lives, a longer schedule, settings read only after training
 RESUME_MAY_CHANGE = ("output_dir", "train.epochs", "train.log_every", "eval.n_bootstrap", "eval.subgroups", "eval.sensitivity_target")
 
@@ -180,6 +192,7 @@ class Trainer:
             refuse_changed_config(last["config"], cfg, self.run.path)
             resumed_spec = last.get("clinical_spec")
         data = prepare_data(cfg.data, clinical_spec=resumed_spec)
+        check_monitor(cfg.train.monitor, data.multilabel)
         if rt.is_main:
             save_config(cfg, self.run.config_file)
             self._write_data_summary(data)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -41,14 +42,24 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=True, default=_json_default) + "\n")
+    """Strict JSON: NaN and infinities (an undefined AUC, say) are written as ``null``, which every
+    JSON reader accepts; numpy arrays and scalars become lists and numbers."""
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
 
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
+def json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k) if not isinstance(k, str) else k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
+        return json_safe(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
     if isinstance(obj, Path):
         return str(obj)
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
     raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 

@@ -10,6 +10,7 @@ Errors name the CSV file and the row number as a spreadsheet shows it (header = 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,10 @@ def _require_columns(frame: pd.DataFrame, path: str, names: list[str]) -> None:
 
 def _single_labels(frame, cfg) -> tuple[np.ndarray, list[str]]:
     values = frame[cfg.label_column].astype(str).str.strip()
+    empty = np.flatnonzero((values == "").to_numpy())
+    if len(empty):
+        raise DataError(f"{cfg.path}: row {_row(int(empty[0]))}: empty label in column '{cfg.label_column}' "
+                        f"({len(empty)} row(s) in all); fill in the label or remove the row(s)")
     class_names = list(cfg.class_names) if cfg.class_names else sorted(values.unique())
     index = {name: i for i, name in enumerate(class_names)}
     targets = np.empty(len(values), dtype=np.int64)
@@ -91,6 +96,27 @@ def _optional(frame, column) -> list[str | None] | None:
     return [None if v == "" else v for v in frame[column].astype(str).tolist()]
 
 
+def _check_repeated_images(paths: list[str], targets: np.ndarray, source: str) -> None:
+    """The same image listed twice counts twice in training and in every metric (and leaks when its
+    copies land in different splits, which the leakage audit reports): two labels for one image are
+    an error; same-label repeats are logged with their count."""
+    first: dict[str, int] = {}
+    repeats = []
+    for i, path in enumerate(paths):
+        j = first.setdefault(path, i)
+        if j != i:
+            if not np.array_equal(targets[i], targets[j]):
+                raise DataError(f"{source}: row {_row(i)} lists {path} again (first at row {_row(j)}) with another label; "
+                                "one image can have one label: fix or remove one of the rows")
+            repeats.append((i, j))
+    if repeats:
+        i, j = repeats[0]
+        logging.getLogger("hybridmednet").warning(
+            f"{source}: {len(repeats)} row(s) list an image already listed (e.g. row {_row(i)} repeats row {_row(j)}); "
+            "they count twice in training and metrics, and the leakage audit reports copies across splits; "
+            "remove the repeated rows")
+
+
 @register_source("csv")
 def csv_table(cfg) -> SampleTable:
     try:
@@ -123,6 +149,7 @@ def csv_table(cfg) -> SampleTable:
         splits = raw.map(_SPLIT_ALIASES).to_numpy(dtype=object)
 
     paths = _paths(frame, cfg)
+    _check_repeated_images(paths, targets, cfg.path)
     ids = frame[cfg.id_column].tolist() if cfg.id_column else [Path(p).name for p in paths]
     return SampleTable(
         ids=ids, class_names=class_names, targets=targets, multilabel=multilabel, source=str(cfg.path),

@@ -18,6 +18,7 @@ import numpy as np
 from hybridmednet.data.sources import register_source
 from hybridmednet.data.table import SPLITS, SampleTable
 from hybridmednet.errors import DataError
+from hybridmednet.paths import data_root_hint
 
 _ZENODO = "https://zenodo.org/records/10519652/files/{name}?download=1"
 
@@ -61,8 +62,8 @@ def download_npz(url: str, target: Path, md5: str | None) -> None:
             shutil.copyfileobj(response, out)
     except (urllib.error.URLError, OSError) as exc:
         partial.unlink(missing_ok=True)
-        raise DataError(f"{target}: not found and the download from {url} failed ({exc}); "
-                        "put the file there or set data.source.root") from None
+        raise DataError(f"{target}: not found and the download from {url} failed ({exc}); put the file there, "
+                        f"set data.source.root, or {data_root_hint()}") from None
     got = md5_file(partial)
     if md5 is not None and got != md5:
         partial.unlink(missing_ok=True)
@@ -77,7 +78,8 @@ def find_npz(cfg) -> Path:
     if path.exists():
         return path
     if not cfg.download:
-        raise DataError(f"{path}: file not found; download it from MedMNIST or set data.source.download=true")
+        raise DataError(f"{path}: file not found; {data_root_hint()}, set data.source.root, or set "
+                        "data.source.download=true to fetch the official file")
     info = MEDMNIST_INFO.get(cfg.flag, {})
     md5 = cfg.md5 if cfg.url else (cfg.md5 or (info.get("md5") if cfg.size == 28 else None))
     download_npz(cfg.url or _ZENODO.format(name=name), path, md5)
