@@ -23,4 +23,11 @@ if [ "$extra" = "dev" ]; then
 else
   pip_install -e ".[medical,deploy,report,pretrained,text]" "${constraints[@]}"
 fi
-"$py" -c "import hybridmednet, timm, torch; print('hybridmednet', hybridmednet.__version__, '| torch', torch.__version__, '| timm', timm.__version__)"
+if [ ${#constraints[@]} -gt 0 ]; then
+  # CPU torch beside PyPI's CUDA torchvision: a start-up hook makes `import timm` / `import torchvision`
+  # work in any script or notebook of this venv, even before (or without) `import hybridmednet`.
+  site=$("$py" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  echo 'import importlib.util, importlib; importlib.util.find_spec("hybridmednet") and importlib.import_module("hybridmednet._compat.torchvision").prepare_torchvision()' \
+    > "$site/hybridmednet-torchvision-compat.pth"
+fi
+"$py" -c "import timm, torchvision, torch, hybridmednet; print('hybridmednet', hybridmednet.__version__, '| torch', torch.__version__, '| timm', timm.__version__)"

@@ -35,3 +35,11 @@ def test_detection_reads_the_version_file(tmp_path, monkeypatch):
 def test_no_torchvision_is_not_an_error(monkeypatch):
     monkeypatch.setattr(shim.importlib.util, "find_spec", lambda name: None)
     assert shim.cuda_build_on_cpu_torch() is False
+
+
+def test_the_venv_imports_timm_before_hybridmednet():
+    """A user's own script or notebook in the venv that ``scripts/setup.sh`` made: ``import timm``
+    first must work (the setup's start-up hook), not only after ``import hybridmednet``."""
+    out = subprocess.run([sys.executable, "-c", "import timm, torchvision; print('ok')"], capture_output=True,
+                         text=True, timeout=120, cwd="/")
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-1500:]

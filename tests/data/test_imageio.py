@@ -185,6 +185,16 @@ def test_dicom_window_from_file_and_explicit_override(tmp_path):
     np.testing.assert_array_equal(shifted[0, :, 0], [0, 64, 128, 191])
 
 
+@pytest.mark.parametrize("function, expected", [
+    ("LINEAR_EXACT", [0, 64, 128, 191]),  # (x - c) / w + 0.5 with c = 100, w = 200
+    ("SIGMOID", [30, 69, 128, 186]),  # 1 / (1 + exp(-4 (x - c) / w))
+])
+def test_dicom_voi_lut_functions_follow_the_standard(tmp_path, function, expected):
+    path = _write_dicom(tmp_path / "f.dcm", [[0, 50, 100, 150]], WindowCenter=100, WindowWidth=200,
+                        VOILUTFunction=function)
+    np.testing.assert_array_equal(load_image(path, 1)[0, :, 0], expected)
+
+
 def test_dicom_rescale_is_applied_before_window(tmp_path):
     # values become 2 * raw - 100 = [-100, 0, 100, 200]
     path = _write_dicom(

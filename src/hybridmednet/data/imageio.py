@@ -311,14 +311,23 @@ def _dicom_voi(values: np.ndarray, ds: Any, window: Any, path: Path) -> np.ndarr
         return np.rint(mapped / (2.0**bits - 1) * 255).clip(0, 255).astype(np.uint8)
     if window is None:
         return _minmax(values)
-    center, width = float(window[0]), float(window[1])
-    if function == "SIGMOID":  # DICOM PS3.3 C.11.2.1.3.1
-        y = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
-    elif function == "LINEAR_EXACT":
-        y = (values - center) / width + 0.5
-    else:  # LINEAR, DICOM PS3.3 C.11.2.1.2.1
-        y = (values - (center - 0.5)) / max(width - 1.0, 1e-6) + 0.5
-    return np.rint(np.clip(y, 0.0, 1.0) * 255).astype(np.uint8)
+    return _apply_window(values, float(window[0]), float(window[1]), function)
+
+
+def _apply_window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """pydicom's windowing (LINEAR, LINEAR_EXACT, SIGMOID: DICOM PS3.3 C.11.2.1) of modality values,
+    the file's window or an explicit one, mapped to 0..255. pydicom reads the window from a
+    dataset, so a minimal one carries it; its 16-bit unsigned output range is rescaled to 8 bits."""
+    from pydicom.dataset import Dataset
+    from pydicom.pixels import apply_windowing
+
+    window = Dataset()
+    window.PhotometricInterpretation, window.BitsStored, window.PixelRepresentation = "MONOCHROME2", 16, 0
+    window.WindowCenter, window.WindowWidth, window.VOILUTFunction = center, width, function
+    if function == "LINEAR" and width < 1:  # pydicom refuses it; LINEAR_EXACT is the same map without the -1
+        window.WindowWidth, window.VOILUTFunction = max(width, 1e-6), "LINEAR_EXACT"
+    y = apply_windowing(values.astype(np.float64), window)
+    return np.rint(np.clip(y / 65535.0, 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def _first(value: Any) -> float:

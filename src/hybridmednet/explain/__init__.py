@@ -1,6 +1,6 @@
 """Explanations: class activation maps, overlays and a saliency sanity check.
 
-Needs the optional grad-cam package (``pip install 'hybridmednet[explain]'``); it is imported
+Needs the optional grad-cam package (``pip install 'hybridmednet[report]'``); it is imported
 only when a CAM is computed, so importing this package stays cheap.
 """
 

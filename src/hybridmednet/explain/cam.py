@@ -1,6 +1,6 @@
 """Class activation maps (Grad-CAM and friends) for trained HybridMedNet models.
 
-Built on pytorch-grad-cam (``pip install hybridmednet[explain]``), imported lazily because
+Built on pytorch-grad-cam (``pip install hybridmednet[report]``), imported lazily because
 it takes seconds to import (it pulls matplotlib and torchvision). Images go through exactly
 the training preprocessing (:func:`~hybridmednet.data.preprocess.normalize_batch`) and the
 model runs in fp32 eval mode without autocast: gradients of half-precision activations are
@@ -39,7 +39,7 @@ def _grad_cam():
     try:
         import pytorch_grad_cam
     except ImportError as exc:
-        raise ConfigError("explain: needs the grad-cam package; pip install 'hybridmednet[explain]'") from exc
+        raise ConfigError("explain: needs the grad-cam package; pip install 'hybridmednet[report]'") from exc
     return pytorch_grad_cam
 
 

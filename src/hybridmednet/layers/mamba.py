@@ -107,20 +107,6 @@ class BiMambaMixer(nn.Module):
         return self.out_proj((0.5 * y).to(z.dtype) * F.silu(z))
 
 
-class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch for a random subset of samples."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
-        return x * keep / (1 - self.p)
-
-
 class BiMambaBlock(nn.Module):
     """Pre-norm residual block: ``x + drop_path(mixer(norm(x)))`` on ``(batch, L, dim)`` tokens."""
 
@@ -128,6 +114,8 @@ class BiMambaBlock(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.mixer = BiMambaMixer(dim, d_state, d_conv, expand)
+        from timm.layers import DropPath  # stochastic depth, imported lazily: timm pulls in torchvision
+
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

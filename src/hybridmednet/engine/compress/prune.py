@@ -72,7 +72,7 @@ def channel_prune(model: nn.Module, amount: float, image_size: int, in_chans: in
     try:
         import torch_pruning as tp
     except ImportError:
-        raise ConfigError("train.prune.method=channel needs torch-pruning: pip install 'hybridmednet[deploy]'") from None
+        raise ConfigError("train.prune.method=channel needs torch-pruning: pip install torch-pruning (it comes with the deploy extra)") from None
     from hybridmednet.output import LogitsOnly
 
     example = torch.zeros(1, in_chans, image_size, image_size)
