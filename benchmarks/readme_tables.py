@@ -1,13 +1,17 @@
-"""Regenerate the README's results section from ``results/summary.json``.
+"""Regenerate the results tables from ``results/summary.json``.
 
-    python benchmarks/readme_tables.py        # rewrites the block between the markers
+    python benchmarks/readme_tables.py          # rewrites the blocks between the markers
+    python benchmarks/readme_tables.py --check  # exit 1 if README.md or docs/results.md is stale
 
-Nothing in that block is typed by hand: each row links the results file it came from.
+README.md gets the compact headline table (one row per dataset), docs/results.md every row.
+Nothing in those blocks is typed by hand: each row names the results file it came from.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +44,7 @@ def fmt(value, ci=None, key: str = "") -> str:
 
 
 def render(rows: list[dict]) -> str:
+    """Every row of every benchmark (docs/results.md)."""
     lines = []
     for bench in sorted({r["benchmark"] for r in rows}):
         group = [r for r in rows if r["benchmark"] == bench]
@@ -50,18 +55,79 @@ def render(rows: list[dict]) -> str:
         for r in group:
             cells = [fmt(r["metrics"].get(k), r["ci"].get(k), key=k) for k, _ in cols]
             lines.append(f"| {r['dataset']} | {r['image_size']} | {r['model']} | {r['variant']} | {','.join(map(str, r['seeds']))} | "
-                         + " | ".join(cells) + f" | {fmt(r['wall_s'])} | [{r['results_file']}]({r['results_file']}) |")
+                         + " | ".join(cells) + f" | {fmt(r['wall_s'])} | `{r['results_file']}` |")
         lines.append("")
     return "\n".join(lines)
 
 
-def main() -> None:
-    rows = json.loads((ROOT / "benchmarks" / "results" / "summary.json").read_text())
-    readme = ROOT / "README.md"
-    text = readme.read_text()
+# the datasets of the headline table and the benchmarks whose rows may stand for them
+HEADLINE = [("dermamnist (re-rendered)", ("medmnist", "demo")), ("pneumoniamnist", ("medmnist",)),
+            ("breastmnist", ("medmnist",)), ("ham10000 images, official dermamnist split", ("pretrained",))]
+
+
+def _published(row: dict) -> str:
+    path = ROOT / row["results_file"]
+    try:
+        return json.loads(path.read_text()).get("published_best") or "–"
+    except (OSError, json.JSONDecodeError):
+        return "–"
+
+
+def _point(row: dict, key: str) -> str:
+    """A single-seed row: point [CI]. A multi-seed row: mean ± seed std, because its stored CI
+    may be one seed's (the full tables say which)."""
+    value = row["metrics"].get(key)
+    if value is None:
+        return "–"
+    if len(row["seeds"]) > 1 and f"{key}_std" in row["metrics"]:
+        return f"{value:.3f} ± {row['metrics'][key + '_std']:.3f} ({len(row['seeds'])} seeds)"
+    ci = row["ci"].get(key)
+    inside = ci and ci[0] <= value <= ci[1]
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if inside else f"{value:.3f}"
+
+
+def headline(rows: list[dict]) -> str:
+    """One row per dataset: its highest-test-ACC single model (no ensembles) with the published anchor."""
+    lines = ["| dataset | px | model, recipe | test ACC | test AUC | published anchor | train time (s) | results file |",
+             "|---|---|---|---|---|---|---|---|"]
+    for dataset, benchmarks in HEADLINE:
+        group = [r for r in rows if r["dataset"] == dataset and r["benchmark"] in benchmarks
+                 and "ensemble" not in r["variant"] and "test_acc" in r["metrics"]]
+        if not group:
+            continue
+        r = max(group, key=lambda row: row["metrics"]["test_acc"])
+        seconds = r["metrics"].get("time_to_best_s", r["wall_s"])
+        lines.append(f"| {dataset} | {r['image_size']} | {r['model']}, {r['variant']} | {_point(r, 'test_acc')} | "
+                     f"{_point(r, 'test_auc')} | {_published(r)} | {fmt(seconds)} | `{r['results_file']}` |")
+    return "\n".join(lines)
+
+
+def _replace(path: Path, block: str) -> str:
+    text = path.read_text()
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{render(rows)}\n{END}{tail}")
+    return f"{head}{START}\n{block}\n{END}{tail}"
+
+
+def outputs() -> dict[Path, str]:
+    """What README.md and docs/results.md must contain, from summary.json."""
+    rows = json.loads((ROOT / "benchmarks" / "results" / "summary.json").read_text())
+    return {ROOT / "README.md": _replace(ROOT / "README.md", headline(rows)),
+            ROOT / "docs" / "results.md": _replace(ROOT / "docs" / "results.md", render(rows))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a file differs from what summary.json gives")
+    args = parser.parse_args()
+    stale = []
+    for path, text in outputs().items():
+        if path.read_text() != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(text)
+    if args.check and stale:
+        sys.exit(f"stale: {', '.join(str(p.relative_to(ROOT)) for p in stale)}; run python benchmarks/readme_tables.py")
 
 
 if __name__ == "__main__":
