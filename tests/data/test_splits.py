@@ -23,6 +23,10 @@ def test_grouped_split_keeps_every_group_in_one_split():
     assert all(len(s) == 1 for s in by_group.values())
     fractions = {s: np.mean(splits == s) for s in ("train", "val", "test")}
     assert 0.12 < fractions["test"] < 0.3 and 0.04 < fractions["val"] < 0.18
+    overall = np.bincount(t.targets, minlength=3) / len(t.targets)
+    for name in ("train", "test"):  # grouped and still stratified: class shares follow the whole set
+        share = np.bincount(t.targets[splits == name], minlength=3) / np.sum(splits == name)
+        assert np.abs(share - overall).max() < 0.1, (name, share, overall)
 
 
 def test_split_is_stratified_and_reproducible():

@@ -6,9 +6,12 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.slow  # two training processes under torchrun
 
 
 def test_two_process_ddp_run(tiny_npz, tmp_path):

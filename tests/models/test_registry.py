@@ -14,6 +14,12 @@ from hybridmednet.output import LogitsOnly, as_output
 EXPORT_PARAM_LIMIT_M = 60  # larger variants share their family's code path; exporting them only costs CI time
 
 
+# the smallest variant of each family runs in the fast loop; the larger ones (same code path) are slow
+FAST = {"small_cnn", "small_cnn_wide", "hybridmednet_small28", "hybridmednet_lite", "resnet18_fpn", "convnext_tiny_fpn",
+        "swin_tiny_fpn", "efficientnetv2_s_fpn", "vision_mamba_tiny"}
+MODELS = [name if name in FAST else pytest.param(name, marks=pytest.mark.slow) for name in list_models()]
+
+
 def smallest_size(name: str) -> int:
     if name.endswith("_fpn") or name in ("hybridmednet_lite", "hybridmednet_base"):
         return 32  # five stride-2 stages
@@ -26,7 +32,7 @@ def build(name: str, in_chans: int, **kwargs):
     return create_model(name, num_classes=5, in_chans=in_chans, image_size=size, **kwargs), size
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("in_chans", [1, 3])
 def test_forward_backward(name, in_chans):
     model, size = build(name, in_chans)
@@ -39,7 +45,7 @@ def test_forward_backward(name, in_chans):
     assert sum(float(g.abs().sum()) for g in grads) > 0
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", MODELS)
 def test_onnx_export_parity(name, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     model, size = build(name, 3)

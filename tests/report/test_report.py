@@ -73,6 +73,7 @@ def test_predict_abstains_above_the_val_threshold(report, tmp_path):
     assert all(abs(sum(float(r[f"prob_{c}"]) for c in "012") - 1) < 1e-4 for r in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
 def test_report_loads_in_headless_chromium(report, tmp_path):
     path, _ = report
