@@ -2,7 +2,10 @@
 
 Every results file records the git commit, the exact command, the data file's sha256 and the
 machine, and adds its rows to ``benchmarks/results/summary.json`` (one list of rows keyed by
-benchmark, dataset, image_size, model, variant), replacing rows with the same key.
+benchmark, dataset, image_size, model, variant), replacing rows with the same key. Each new row
+carries its own ``provenance`` (commit, dirty flag, command, data sha256, precision, threads);
+rows already in the index are never restamped, and a row that brings its own provenance (one
+merged from an earlier run) keeps it.
 """
 
 from __future__ import annotations
@@ -51,16 +54,34 @@ def provenance(data_files: list[str | Path]) -> dict:
             "data_sha256": {str(Path(p).name): sha256_file(p) for p in data_files}, "machine": machine()}
 
 
-def write_results(name: str, payload: dict, rows: list[dict]) -> Path:
-    """Write ``results/<name>.json`` and upsert ``rows`` into the summary index."""
+def row_provenance(payload: dict, precision: dict | None = None) -> dict:
+    """The provenance one summary row carries, from its results file's top-level record."""
+    from hybridmednet.engine.runtime import resolve_precision
+
+    import torch
+
+    train_precision = resolve_precision("auto", torch.device("cpu"))[0]
+    git, machine_info = payload.get("git", {}), payload.get("machine", {})
+    return {"commit": git.get("commit"), "dirty": git.get("dirty"), "command": payload.get("command"),
+            "data_sha256": payload.get("data_sha256"),
+            "precision": precision or {"train": str(train_precision or "fp32").replace("torch.", ""), "eval": "fp32"},
+            "threads": machine_info.get("torch_threads")}
+
+
+def write_results(name: str, payload: dict, rows: list[dict], *, precision: dict | None = None) -> Path:
+    """Write ``results/<name>.json`` and upsert ``rows`` into the summary index, each new row
+    stamped with this run's provenance unless it brings its own."""
     path = RESULTS / f"{name}.json"
     atomic_write_json(path, payload)
     index = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else []
+    stamp = row_provenance(payload, precision)
     for row in rows:
         row = {"benchmark": row["benchmark"], "dataset": row["dataset"], "image_size": row["image_size"],
                "model": row["model"], "variant": row.get("variant", "default"), "seeds": row.get("seeds", [0]),
                "metrics": row.get("metrics", {}), "ci": row.get("ci", {}), "wall_s": row.get("wall_s"),
-               "results_file": str(path.relative_to(RESULTS.parent.parent))}
+               "results_file": str(path.relative_to(RESULTS.parent.parent)),
+               **({"ci_method": row["ci_method"]} if row.get("ci_method") else {}),
+               "provenance": row.get("provenance") or stamp}
         index = [r for r in index if tuple(r[k] for k in ROW_KEY) != tuple(row[k] for k in ROW_KEY)]
         index.append(row)
     atomic_write_json(SUMMARY, sorted(index, key=lambda r: tuple(str(r[k]) for k in ROW_KEY)))

@@ -12,14 +12,14 @@ from hybridmednet.errors import DataError
 CLASSES = ["benign", "malignant", "other"]
 
 
-def fake_run(root, name, probs, targets, ids, *, classes=CLASSES, multilabel=False, split="test"):
+def fake_run(root, name, probs, targets, ids, *, classes=CLASSES, multilabel=False, split="test", groups=None):
     """A run directory holding only what compare reads: best.json, and evaluate's predictions CSV with
     the metrics.json entry that ties it to the checkpoint."""
     run = root / name
     (run / "checkpoints").mkdir(parents=True)
     best = {"class_names": classes, "multilabel": multilabel, "weights_sha256": f"sha-of-{name}"}
     (run / "checkpoints" / "best.json").write_text(json.dumps(best))
-    write_predictions(run / f"predictions_{split}.csv", ids, probs, targets, classes, multilabel)
+    write_predictions(run / f"predictions_{split}.csv", ids, probs, targets, classes, multilabel, groups=groups)
     record_evaluation(RunDir(run), split, {"split": split}, run / f"predictions_{split}.csv", best["weights_sha256"])
     return str(run)
 
@@ -103,3 +103,16 @@ def test_predictions_of_an_earlier_checkpoint_or_edited_since_are_refused(tmp_pa
     csv_path.write_text(csv_path.read_text().replace("benign", "malignant", 1))
     with pytest.raises(DataError, match="changed since `evaluate` wrote it"):
         compare_runs([a], [a])
+
+
+def test_lesion_ids_in_the_predictions_make_the_comparison_clustered(tmp_path, cases):
+    ids, targets, guess, perfect = cases
+    lesions = [f"lesion{i // 4}" for i in range(len(ids))]  # four images per lesion
+    a = fake_run(tmp_path, "a", guess, targets, ids, groups=lesions)
+    b = fake_run(tmp_path, "b", perfect, targets, ids, groups=lesions)
+    out = compare_runs([a], [b], n_bootstrap=50)
+    assert "cluster percentile bootstrap over 30 groups" in out["ci_method"]
+    assert out["mcnemar_acc"][0]["test"].startswith("clustered McNemar") and out["mcnemar_acc"][0]["groups"] == 30
+    plain = compare_runs([fake_run(tmp_path, "a2", guess, targets, ids)], [fake_run(tmp_path, "b2", perfect, targets, ids)],
+                         n_bootstrap=50)
+    assert "over cases" in plain["ci_method"] and "test" not in plain["mcnemar_acc"][0]

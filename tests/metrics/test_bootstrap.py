@@ -91,7 +91,7 @@ def test_compute_metrics_single_label_is_plain_json():
     out = compute_metrics(probs, t, ["a", "b", "c"], multilabel=False, n_bootstrap=30)
     assert set(out["ci95"]) == set(HEADLINE_SINGLE)
     assert out["n_bootstrap"] == 30
-    assert out["ci_method"] == "percentile bootstrap, stratified by class"
+    assert out["ci_method"] == "percentile bootstrap over cases, 30 resamples, stratified by class"
     for name, (lo, hi) in out["ci95"].items():
         assert lo <= out["metrics"][name] <= hi
     _assert_plain(out)
@@ -108,3 +108,31 @@ def test_compute_metrics_multi_label_and_no_bootstrap():
     json.dumps(out)
     none = compute_metrics(probs, t, ["x", "y", "z"], multilabel=True, n_bootstrap=0)
     assert none["ci95"] == {} and none["n_bootstrap"] == 0
+
+
+def test_cluster_bootstrap_is_not_fooled_by_copies_of_a_case():
+    """Five images of each lesion carry the information of one: resampling lesions gives about the
+    interval of the lesions alone, resampling images one that is ~sqrt(5) too narrow."""
+    probs, t = _data(150, c=2, seed=3)
+    copies = 5
+    probs5, t5 = np.repeat(probs, copies, axis=0), np.repeat(t, copies)
+    lesions = np.repeat([f"L{i}" for i in range(len(t))], copies).tolist()
+    alone = compute_metrics(probs, t, ["a", "b"], multilabel=False, n_bootstrap=400)["ci95"]["auc"]
+    images = compute_metrics(probs5, t5, ["a", "b"], multilabel=False, n_bootstrap=400)["ci95"]["auc"]
+    clustered = compute_metrics(probs5, t5, ["a", "b"], multilabel=False, n_bootstrap=400, groups=lesions)
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(images) < 0.6 * width(alone)
+    assert abs(width(clustered["ci95"]["auc"]) - width(alone)) < 0.25 * width(alone)
+    assert clustered["ci_unit"] == "group" and "cluster percentile bootstrap over 150 groups" in clustered["ci_method"]
+
+
+def test_cluster_resamples_keep_each_class_group_count():
+    from hybridmednet.metrics.bootstrap import _sampler
+
+    targets = np.array([0, 0, 0, 1, 1, 2])
+    groups = ["a", "a", "b", "c", "c", None]  # None: its own group
+    draw = _sampler(targets, np.random.default_rng(0), True, groups)
+    for _ in range(20):
+        idx = draw()
+        assert sorted(set(targets[idx])) == [0, 1, 2]  # every class present in every resample
+        assert np.sum(targets[idx] == 2) == 1 and np.sum(targets[idx] == 1) == 2

@@ -82,3 +82,19 @@ def test_mcnemar_counts_discordant_cases():
     a = np.array([True, True, False, False, True])
     b = np.array([True, False, True, True, True])
     assert mcnemar_exact(a, b) | {"p_value": 0} == {"only_a_correct": 1, "only_b_correct": 2, "p_value": 0}
+
+
+def test_clustered_mcnemar_counts_a_lesion_once():
+    from hybridmednet.metrics.comparison import mcnemar_clustered
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random(60) < 0.6, rng.random(60) < 0.8
+    singletons = mcnemar_clustered(a, b, [None] * 60)
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    assert singletons["statistic"] == pytest.approx((only_a - only_b) ** 2 / (only_a + only_b))
+    copies = 6  # six images of each lesion: the image-level test sees six times the evidence
+    a6, b6 = np.repeat(a, copies), np.repeat(b, copies)
+    lesions = np.repeat(np.arange(60), copies).tolist()
+    clustered = mcnemar_clustered(a6, b6, lesions)
+    assert clustered["statistic"] == pytest.approx(singletons["statistic"]) and clustered["groups"] == 60
+    assert mcnemar_exact(a6, b6)["p_value"] < 0.01 * clustered["p_value"]

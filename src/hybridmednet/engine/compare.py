@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hybridmednet.engine.checkpoint import read_meta
-from hybridmednet.engine.evaluate import current_predictions, read_predictions
+from hybridmednet.engine.evaluate import current_predictions, read_groups, read_predictions
 from hybridmednet.engine.run_dir import RunDir
 from hybridmednet.errors import DataError
 from hybridmednet.metrics.comparison import paired_difference
@@ -59,8 +59,10 @@ def compare_runs(runs_a: list[str], runs_b: list[str], split: str = "test", *, n
         if not np.array_equal(targets[rows], ref_targets):
             raise DataError(f"{path}: the targets differ from {ref_path} for the same ids; the runs used different labels")
         probs.append(p[rows])
+    group_of = read_groups(ref_path)  # patient/lesion ids: resample groups, cluster the McNemar test
+    groups = [group_of.get(s) for s in ref_ids] if group_of else None
     result = paired_difference(probs[:len(side_a)], probs[len(side_a):], ref_targets, multilabel=kind_a["multilabel"],
-                               n_bootstrap=n_bootstrap, seed=seed)
+                               n_bootstrap=n_bootstrap, seed=seed, groups=groups)
     result |= {"split": split, "a": [str(r) for r in runs_a], "b": [str(r) for r in runs_b]}
     if out is not None:
         atomic_write_json(Path(out), result)

@@ -59,7 +59,8 @@ def evaluate_ensemble(run_paths, split: str = "test", *, flips=("none",), out: s
     with the checkpoint sha256 of every member."""
     probs, part, class_names, multilabel, members = ensemble_probabilities(run_paths, split, flips=flips, device=device,
                                                                            precision=precision)
-    result = compute_metrics(probs, part.targets, class_names, multilabel=multilabel, n_bootstrap=n_bootstrap, seed=seed)
+    result = compute_metrics(probs, part.targets, class_names, multilabel=multilabel, n_bootstrap=n_bootstrap, seed=seed,
+                             groups=part.groups)
     result.update(split=split, n=len(part), runs=[str(p) for p in run_paths], members=members, flips=list(flips),
                   git_commit=git_commit(), evaluated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     if out is not None:

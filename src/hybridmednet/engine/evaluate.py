@@ -20,25 +20,33 @@ from hybridmednet.metrics import compute_metrics
 from hybridmednet.utils.io import atomic_write, atomic_write_json, sha256_file
 
 
-def write_predictions(path: Path, ids, probs: np.ndarray, targets: np.ndarray, class_names: list[str], multilabel: bool) -> None:
+def write_predictions(path: Path, ids, probs: np.ndarray, targets: np.ndarray, class_names: list[str], multilabel: bool,
+                      groups=None) -> None:
+    """One row per case; a ``group`` column (patient/lesion id) when the split has group ids, so
+    intervals and paired tests recomputed from the file can resample groups."""
+    has_groups = groups is not None and any(g is not None for g in groups)
+
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="") as handle:
             out = csv.writer(handle)
-            out.writerow(["id", "target"] + [f"prob_{c}" for c in class_names] + ["predicted"])
+            out.writerow(["id", "target"] + (["group"] if has_groups else []) + [f"prob_{c}" for c in class_names]
+                         + ["predicted"])
             for i, sample_id in enumerate(ids):
                 if multilabel:
                     target = "|".join(c for c, t in zip(class_names, targets[i]) if t > 0)
                     pred = "|".join(c for c, p in zip(class_names, probs[i]) if p >= 0.5)
                 else:
                     target, pred = class_names[int(targets[i])], class_names[int(np.argmax(probs[i]))]
-                out.writerow([sample_id, target] + [f"{p:.6f}" for p in probs[i]] + [pred])
+                group = [groups[i] if groups[i] is not None else ""] if has_groups else []
+                out.writerow([sample_id, target] + group + [f"{p:.6f}" for p in probs[i]] + [pred])
 
     atomic_write(path, write)
 
 
 def read_predictions(path: Path, class_names: list[str], multilabel: bool) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(ids, probabilities, targets) from an evaluate predictions CSV, targets as class indices
-    (single-label) or a 0/1 matrix (multi-label, ``|``-joined names in the file)."""
+    (single-label) or a 0/1 matrix (multi-label, ``|``-joined names in the file). The group ids,
+    when the file has them, come from :func:`read_groups`."""
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     columns = [f"prob_{c}" for c in class_names]
@@ -60,6 +68,15 @@ def read_predictions(path: Path, class_names: list[str], multilabel: bool) -> tu
     return [row["id"] for row in rows], probs, targets
 
 
+def read_groups(path: Path) -> dict[str, str | None] | None:
+    """id -> patient/lesion id from a predictions CSV's ``group`` column (None when it has none)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "group" not in rows[0]:
+        return None
+    return {row["id"]: row["group"] or None for row in rows}
+
+
 def evaluate_run(run_path: str | Path, split: str = "test", *, n_bootstrap: int | None = None,
                  device: str | None = None, without_clinical: bool = False, precision: str = "fp32") -> dict:
     """``without_clinical``: a multimodal model evaluated as if no case had clinical input (robustness
@@ -79,9 +96,9 @@ def evaluate_run(run_path: str | Path, split: str = "test", *, n_bootstrap: int 
     probs = run.predict(part.images, part.clinical)
     n_boot = cfg.eval.n_bootstrap if n_bootstrap is None else n_bootstrap
     result = compute_metrics(probs, part.targets, data.class_names, multilabel=data.multilabel,
-                             n_bootstrap=n_boot, seed=cfg.seed)
+                             n_bootstrap=n_boot, seed=cfg.seed, groups=part.groups)  # groups: a cluster bootstrap
     predictions = run.path / f"predictions_{key}.csv"
-    write_predictions(predictions, part.ids, probs, part.targets, data.class_names, data.multilabel)
+    write_predictions(predictions, part.ids, probs, part.targets, data.class_names, data.multilabel, groups=part.groups)
     result.update(split=split, n=len(part), data_source=data.source, model=cfg.model.name, checkpoint=run.provenance(),
                   git_commit=git_commit(), evaluated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     return record_evaluation(run.dir, key, result, predictions, run.checkpoint_sha256)

@@ -6,7 +6,7 @@ metrics with the same interval method.
 
 from __future__ import annotations
 
-from hybridmednet.metrics.bootstrap import bootstrap_ci
+from hybridmednet.metrics.bootstrap import bootstrap_ci, interval_method
 from hybridmednet.metrics.classification import (
     HEADLINE_MULTI,
     HEADLINE_SINGLE,
@@ -27,23 +27,26 @@ __all__ = [
 
 
 def compute_metrics(
-    probs, targets, class_names, *, multilabel: bool, n_bootstrap: int = 1000, seed: int = 0
+    probs, targets, class_names, *, multilabel: bool, n_bootstrap: int = 1000, seed: int = 0, groups=None
 ) -> dict:
     """Full metrics plus 95% percentile-bootstrap CIs of the headline metrics.
 
     Single-label resampling is stratified by class; multi-label rows carry several labels, so
-    they are resampled plainly (and ``ci_method`` says so). ``n_bootstrap=0`` skips the CIs.
+    they are resampled plainly. ``groups`` (patient/lesion ids) makes it a cluster bootstrap over
+    groups. ``ci_method`` says which. ``n_bootstrap=0`` skips the CIs.
     """
     if multilabel:
-        full = multi_label_metrics(probs, targets, class_names)
-        fn, method = multi_label_headline, "percentile bootstrap over samples"
+        full, fn = multi_label_metrics(probs, targets, class_names), multi_label_headline
     else:
-        full = single_label_metrics(probs, targets, class_names)
-        fn, method = single_label_headline, "percentile bootstrap, stratified by class"
+        full, fn = single_label_metrics(probs, targets, class_names), single_label_headline
+    if groups is not None and all(g is None for g in groups):
+        groups = None
     ci95 = {}
     if n_bootstrap > 0:
         ci = bootstrap_ci(
-            fn, probs, targets, n_resamples=n_bootstrap, seed=seed, stratify=not multilabel
+            fn, probs, targets, n_resamples=n_bootstrap, seed=seed, stratify=not multilabel, groups=groups
         )
         ci95 = {name: [lo, hi] for name, (lo, hi) in ci.items()}
-    return {"metrics": full, "ci95": ci95, "n_bootstrap": int(n_bootstrap), "ci_method": method}
+    method = interval_method(multilabel=multilabel, groups=groups, n_resamples=n_bootstrap)
+    return {"metrics": full, "ci95": ci95, "n_bootstrap": int(n_bootstrap), "ci_method": method,
+            "ci_unit": "group" if groups is not None else "case"}

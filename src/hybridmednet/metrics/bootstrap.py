@@ -4,6 +4,11 @@ Medical test sets are small and imbalanced, so a point estimate alone overstates
 With ``stratify=True`` (single-label) each class is resampled within itself: every resample keeps
 the test set's class counts, so per-class quantities such as one-vs-rest AUC stay defined and the
 interval reflects sampling noise within classes rather than noise in the class mix.
+
+With ``groups`` (a patient or lesion id per case) the unit of resampling is the group, not the
+image (a cluster bootstrap): images of one lesion are not independent evidence, so resampling
+them one by one makes intervals too narrow. Groups are stratified by their (majority) class, so
+every resample keeps each class's number of groups. Cases without a group id are their own group.
 """
 
 from __future__ import annotations
@@ -13,13 +18,57 @@ from collections.abc import Callable
 import numpy as np
 
 
-def _sampler(targets: np.ndarray, rng: np.random.Generator, stratify: bool) -> Callable:
-    """Index drawer: within-class draws keep every class's count (so per-class AUC exists)."""
+def _sampler(targets: np.ndarray, rng: np.random.Generator, stratify: bool, groups=None) -> Callable:
+    """Index drawer: within-class draws keep every class's count (so per-class AUC exists); with
+    ``groups``, whole groups are drawn (within their class when stratified)."""
     n = len(targets)
-    if stratify and targets.ndim == 1 and np.issubdtype(targets.dtype, np.integer):
-        groups = [np.flatnonzero(targets == c) for c in np.unique(targets)]
-        return lambda: np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
+    single = targets.ndim == 1 and np.issubdtype(targets.dtype, np.integer)
+    if groups is not None:
+        members = cluster_members(groups)
+        if stratify and single:
+            by_class: dict[int, list[np.ndarray]] = {}
+            for m in members:
+                by_class.setdefault(int(np.bincount(targets[m]).argmax()), []).append(m)
+            strata = list(by_class.values())
+        else:
+            strata = [members]
+
+        def draw() -> np.ndarray:
+            picks = []
+            for stratum in strata:
+                picks += [stratum[i] for i in rng.integers(0, len(stratum), len(stratum))]
+            return np.concatenate(picks)
+
+        return draw
+    if stratify and single:
+        strata = [np.flatnonzero(targets == c) for c in np.unique(targets)]
+        return lambda: np.concatenate([g[rng.integers(0, len(g), len(g))] for g in strata])
     return lambda: rng.integers(0, n, n)
+
+
+def cluster_members(groups) -> list[np.ndarray]:
+    """Indices of each group's cases, in order of first appearance; ``None`` ids are singletons."""
+    index: dict = {}
+    members: list[list[int]] = []
+    for i, g in enumerate(groups):
+        if g is None or (isinstance(g, float) and np.isnan(g)):
+            members.append([i])
+            continue
+        if g not in index:
+            index[g] = len(members)
+            members.append([])
+        members[index[g]].append(i)
+    return [np.asarray(m) for m in members]
+
+
+def interval_method(*, multilabel: bool, groups=None, n_resamples: int, unit: str = "cases") -> str:
+    """The sentence every results file stores beside its intervals."""
+    if groups is not None:
+        n_groups = len(cluster_members(groups))
+        text = f"cluster percentile bootstrap over {n_groups} groups (patient/lesion ids), {n_resamples} resamples"
+    else:
+        text = f"percentile bootstrap over {unit}, {n_resamples} resamples"
+    return text + ("" if multilabel else ", stratified by class")
 
 
 def bootstrap_ci(
@@ -31,8 +80,11 @@ def bootstrap_ci(
     alpha: float = 0.05,
     seed: int = 0,
     stratify: bool = True,
+    groups=None,
 ) -> dict[str, tuple[float, float]]:
     """name -> (lo, hi) at the alpha/2 and 1-alpha/2 percentiles of ``metric_fn`` over resamples.
+
+    ``groups``: one patient/lesion id per case (``None`` = its own group); resample groups.
 
     Resamples where a metric is NaN (undefined on that draw) are ignored for that metric; a
     metric that is NaN on every draw gets (nan, nan).
@@ -42,7 +94,9 @@ def bootstrap_ci(
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     probs, targets = np.asarray(probs), np.asarray(targets)
-    draw = _sampler(targets, np.random.default_rng(seed), stratify)
+    if groups is not None and len(groups) != len(targets):
+        raise ValueError(f"groups has {len(groups)} ids for {len(targets)} cases")
+    draw = _sampler(targets, np.random.default_rng(seed), stratify, groups)
     values: dict[str, list[float]] = {}
     for _ in range(n_resamples):
         idx = draw()

@@ -9,6 +9,12 @@ Several seeds of each model are compared as one difference: the mean over seeds 
 every seed scored on the same resampled cases, so the interval covers test-set sampling while
 the seed average damps training noise. Single-label accuracy also gets McNemar's exact test
 (the binomial test on the cases exactly one model gets right), one per seed pair.
+
+With ``groups`` (patient or lesion ids) both parts respect the clustering: the bootstrap resamples
+groups, and McNemar's test becomes the clustered version of Durkalski et al. (Stat Med 2003):
+X = sum over groups of (b_k - c_k), the per-group difference of discordant cases, and
+X^2 / sum (b_k - c_k)^2 ~ chi2(1). With one case per group it is the ordinary McNemar chi-square;
+with several images of a lesion it no longer counts them as independent cases.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hybridmednet.metrics.bootstrap import bootstrap_ci
+from hybridmednet.metrics.bootstrap import bootstrap_ci, cluster_members, interval_method
 from hybridmednet.metrics.classification import multi_label_headline, single_label_headline
 
 
@@ -41,8 +47,21 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
     return {"only_a_correct": only_a, "only_b_correct": only_b, "p_value": float(p)}
 
 
+def mcnemar_clustered(correct_a: np.ndarray, correct_b: np.ndarray, groups) -> dict:
+    """Durkalski et al. (2003) clustered McNemar test (chi-square, 1 df), two-sided."""
+    from scipy.stats import chi2
+
+    diff = (correct_a & ~correct_b).astype(np.int64) - (~correct_a & correct_b).astype(np.int64)
+    per_group = np.array([diff[m].sum() for m in cluster_members(groups)])
+    denominator = float(np.sum(per_group.astype(np.float64) ** 2))
+    statistic = float(per_group.sum()) ** 2 / denominator if denominator else 0.0
+    return {"only_a_correct": int(np.sum(diff > 0)), "only_b_correct": int(np.sum(diff < 0)),
+            "groups": len(per_group), "statistic": statistic, "p_value": float(chi2.sf(statistic, 1)) if denominator else 1.0,
+            "test": "clustered McNemar (Durkalski et al. 2003)"}
+
+
 def paired_difference(probs_a: Sequence[np.ndarray], probs_b: Sequence[np.ndarray], targets, *, multilabel: bool,
-                      n_bootstrap: int = 1000, seed: int = 0) -> dict:
+                      n_bootstrap: int = 1000, seed: int = 0, groups=None) -> dict:
     """Headline metrics of A and B (means over seeds) and of B - A with a paired 95% bootstrap CI.
 
     ``probs_a`` and ``probs_b`` hold one (cases, classes) array per seed, rows in the order of
@@ -68,14 +87,17 @@ def paired_difference(probs_a: Sequence[np.ndarray], probs_b: Sequence[np.ndarra
 
     stacked = np.concatenate([*a, *b], axis=1)
     mean_a, mean_b = mean_headline(a, targets), mean_headline(b, targets)
-    ci = bootstrap_ci(difference, stacked, targets, n_resamples=n_bootstrap, seed=seed, stratify=not multilabel)
+    if groups is not None and all(g is None for g in groups):
+        groups = None
+    ci = bootstrap_ci(difference, stacked, targets, n_resamples=n_bootstrap, seed=seed, stratify=not multilabel,
+                      groups=groups)
     out = {"n": len(targets), "seeds_a": len(a), "seeds_b": len(b), "n_bootstrap": n_bootstrap,
-           "ci_method": "paired percentile bootstrap over cases" + ("" if multilabel else ", stratified by class"),
+           "ci_method": "paired " + interval_method(multilabel=multilabel, groups=groups, n_resamples=n_bootstrap),
            "metrics": {k: {"a": mean_a[k], "b": mean_b[k], "diff": mean_b[k] - mean_a[k], "ci95": list(ci[k])}
                        for k in mean_a}}
     if not multilabel and len(a) == len(b):
         # One test per seed pair (A's seed s against B's seed s), never pooled: the seeds score the
         # same cases, so summing their discordant counts would count each case several times.
-        out["mcnemar_acc"] = [mcnemar_exact(pa.argmax(axis=1) == targets, pb.argmax(axis=1) == targets)
-                              for pa, pb in zip(a, b)]
+        test = (lambda ca, cb: mcnemar_clustered(ca, cb, groups)) if groups is not None else mcnemar_exact
+        out["mcnemar_acc"] = [test(pa.argmax(axis=1) == targets, pb.argmax(axis=1) == targets) for pa, pb in zip(a, b)]
     return out
