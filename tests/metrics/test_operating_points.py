@@ -89,3 +89,29 @@ def test_multilabel_and_one_vs_rest_routing():
     assert r3["mode"] == "one_vs_rest" and list(r3["per_class"]) == ["x", "y", "z"]
     assert "skipped" in r3["per_class"]["z"]
     assert r3["per_class"]["x"]["youden"]["threshold"] == youden_threshold(p3[:, 0], y_val == 0)
+
+
+def test_group_operating_point_sums_member_probabilities_and_meets_the_val_target():
+    from hybridmednet.metrics.operating_points import group_operating_points
+
+    rng = np.random.default_rng(0)
+    names = ["akiec", "bcc", "mel", "nv"]
+
+    def cases(n):
+        targets = rng.integers(0, 4, n)
+        logits = rng.normal(0, 1.0, (n, 4))
+        logits[np.arange(n), targets] += 1.2
+        return np.exp(logits) / np.exp(logits).sum(1, keepdims=True), targets
+
+    (vp, vt), (tp, tt) = cases(400), cases(400)
+    out = group_operating_points(vp, vt, tp, tt, names, {"malignant": ["mel", "bcc", "akiec"]},
+                                 sensitivity_target=0.9, n_bootstrap=50)
+    r = out["malignant"]
+    assert r["val"]["sensitivity"] >= 0.9 and r["chosen_on"] == "val"
+    score = tp[:, :3].sum(1)
+    positive = np.isin(tt, [0, 1, 2])
+    assert r["test"]["sensitivity"] == pytest.approx(np.mean(score[positive] >= r["threshold"]))
+    lo, hi = r["test"]["ci95"]["sensitivity"]
+    assert lo <= r["test"]["sensitivity"] <= hi
+    with pytest.raises(ValueError, match="'melanoma'"):
+        group_operating_points(vp, vt, tp, tt, names, {"m": ["melanoma"]})

@@ -14,7 +14,8 @@ from hybridmednet.config.loader import load_config
 from hybridmednet.engine.trainer import train
 from tests.conftest import tiny_config
 
-SECTIONS = ("data", "training", "metrics", "calibration", "uncertainty", "operating", "subgroups", "gallery", "card")
+SECTIONS = ("data", "training", "metrics", "calibration", "uncertainty", "operating", "risk", "conformal", "subgroups",
+            "gallery", "card")
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,7 @@ def report(tmp_path_factory):
     np.savez(tmp / "tinymnist.npz", **arrays)
     (tmp / "meta.csv").write_text("\n".join(meta_rows) + "\n")
     raw = tiny_config(tmp, tmp / "runs", epochs=3)
+    raw["eval"]["risk_groups"] = {"odd": ["1"]}
     raw["eval"]["subgroups"] = {"path": str(tmp / "meta.csv"), "id_template": "{split}/{index}",
                                 "columns": {"sex": "sex", "age_band": "age"}, "age_columns": ["age_band"]}
     cfg = load_config(raw=raw)
@@ -55,6 +57,29 @@ def test_report_has_every_section_and_is_self_contained(report):
     assert set(data["subgroups"]["attributes"]) == {"sex", "age_band"}
     calibration = json.loads((run / "calibration.json").read_text())
     assert calibration["temperature"] > 0 and calibration["chosen_on"] == "val"
+    risk = data["risk_groups"]["odd"]
+    assert risk["chosen_on"] == "val" and risk["val"]["sensitivity"] >= 0.90 and "sensitivity" in risk["test"]["ci95"]
+    conformal = data["conformal"]
+    assert conformal["n_calibration"] == 60 and set(conformal["all_methods"]) >= {"lac", "aps (Mondrian)", "raps"}
+    assert "_calibration" not in conformal and len(calibration["conformal"]["scores"]) == 60
+    assert "Conformal" in html and "missed on test" in html
+
+
+def test_predict_writes_conformal_sets_and_risk_flags(report, tmp_path):
+    import csv
+
+    from hybridmednet.engine.predict import predict_files
+
+    _, run = report
+    images = np.load(run.parents[1] / "tinymnist.npz")["test_images"][:6]
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+    result = predict_files(run, [str(tmp_path)], tmp_path / "p.csv")
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    threshold = json.loads((run / "calibration.json").read_text())["risk_groups"]["odd"]["threshold"]
+    assert all(r["conformal_set"] and set(r["conformal_set"].split("|")) <= {"0", "1", "2"} for r in rows)
+    assert result["mean_set_size"] == np.mean([len(r["conformal_set"].split("|")) for r in rows])
+    assert all(r["flag_odd"] == str(float(r["prob_odd"]) >= threshold).lower() for r in rows)
 
 
 def test_predict_abstains_above_the_val_threshold(report, tmp_path):

@@ -253,11 +253,23 @@ class SubgroupConfig(MetadataTableConfig):
     age_columns: list[str] = Field([], description="attributes whose numeric values become age bands")
 
 
+class ConformalConfig(StrictModel):
+    """Split-conformal prediction sets, calibrated on val (``metrics/conformal.py``)."""
+
+    alpha: float = Field(0.1, gt=0, lt=1, description="target error rate: sets hold the true class with prob >= 1 - alpha")
+    method: Literal["lac", "aps", "raps"] = "aps"
+    mondrian: bool = Field(False, description="class-conditional calibration: coverage per class, larger sets")
+
+
 class EvalConfig(StrictModel):
     n_bootstrap: int = Field(1000, ge=0)
     use_ema: Literal["auto", True, False] = "auto"
     subgroups: SubgroupConfig | None = None
     sensitivity_target: float = Field(0.95, gt=0, lt=1)
+    conformal: ConformalConfig = ConformalConfig()
+    risk_groups: dict[str, list[str]] | None = Field(
+        None, description="coarse groups for operating points, e.g. {malignant: [mel, bcc, akiec]} (report, predict)")
+    risk_sensitivity: float = Field(0.90, gt=0, lt=1, description="val sensitivity the group thresholds must reach")
 
 
 class ExperimentConfig(StrictModel):

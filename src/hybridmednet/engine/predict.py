@@ -3,8 +3,8 @@
 Images get exactly the training preprocessing recorded in the checkpoint (size, resize mode,
 channels, mean/std). Output: one CSV row per image with ``prob_<class>`` columns, the predicted
 label(s), an ``uncertainty`` column (normalised predictive entropy; probabilities are
-temperature-scaled when ``calibration.json`` exists) and, with ``abstain``, whether the case
-should go to a human instead.
+temperature-scaled when ``calibration.json`` exists), the conformal prediction set (when
+``report`` calibrated one on val) and, with ``abstain``, whether the case should go to a human.
 """
 
 from __future__ import annotations
@@ -25,6 +25,30 @@ def uncertainty_columns(probs: np.ndarray, calibration: dict | None, multilabel:
     if calibration is not None:
         probs = probabilities(logits_from_probs(probs, multilabel), multilabel, calibration["temperature"])
     return probs, predictive_entropy(probs, multilabel=multilabel)
+
+
+def conformal_sets(calibration: dict | None, calibrated_probs: np.ndarray) -> np.ndarray | None:
+    """Prediction sets for new cases from the conformal calibration ``report`` stored (val scores of
+    temperature-scaled probabilities), or None when the run has none."""
+    conformal = (calibration or {}).get("conformal")
+    if not conformal:
+        return None
+    from hybridmednet.metrics.conformal import ConformalSets
+
+    sets = ConformalSets(conformal["alpha"], conformal["method"], mondrian=conformal["mondrian"])
+    return sets.fit_scores(conformal["scores"], conformal["targets"]).predict(calibrated_probs)
+
+
+def risk_group_columns(calibration: dict | None, raw_probs: np.ndarray, class_names: list[str]) -> dict[str, list]:
+    """``prob_<group>`` (the sum of its classes' uncalibrated probabilities, the score the val
+    threshold was chosen on) and ``flag_<group>`` (at or above that threshold) for each risk group
+    ``report`` fitted (``eval.risk_groups``)."""
+    columns: dict[str, list] = {}
+    for group, rule in ((calibration or {}).get("risk_groups") or {}).items():
+        score = raw_probs[:, [class_names.index(m) for m in rule["members"]]].sum(axis=1)
+        columns[f"prob_{group}"] = [f"{v:.6f}" for v in score]
+        columns[f"flag_{group}"] = [str(bool(v >= rule["threshold"])).lower() for v in score]
+    return columns
 
 
 def clinical_inputs_for(inputs: list[str], kept: list[str], clinical_cfg, spec: dict, path_column: str) -> dict:
@@ -73,10 +97,13 @@ def predict_files(run_path: str | Path, inputs: list[str], out_csv: str | Path, 
     extras = None
     if run.clinical_spec and len(images):
         extras = clinical_inputs_for(inputs, kept, run.config.data.clinical, run.clinical_spec, path_column)
-    probs, uncertainty = np.zeros((0, len(class_names))), np.zeros(0)
+    probs, uncertainty, raw = np.zeros((0, len(class_names))), np.zeros(0), np.zeros((0, len(class_names)))
     if len(images):
-        probs, uncertainty = uncertainty_columns(run.predict(images, extras), calibration, run.multilabel)
+        raw = run.predict(images, extras)
+        probs, uncertainty = uncertainty_columns(raw, calibration, run.multilabel)
     threshold = calibration["abstain_threshold"] if (abstain and calibration) else None
+    sets = conformal_sets(calibration, probs) if len(images) else None
     summary = write_predictions_csv(out_csv, kept, probs, uncertainty, class_names, run.multilabel,
-                                    threshold=threshold, failed=failed)
+                                    threshold=threshold, failed=failed, sets=sets,
+                                    extra=risk_group_columns(calibration, raw, class_names))
     return summary | {"checkpoint_sha256": run.checkpoint_sha256, "calibrated": calibration is not None}

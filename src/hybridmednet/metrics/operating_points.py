@@ -56,12 +56,14 @@ def _point(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
             "ppv": _ratio(tp, tp + fp), "npv": _ratio(tn, tn + fn), "tp": tp, "fp": fp, "tn": tn, "fn": fn}
 
 
-def evaluate_operating_point(scores, labels, threshold: float, *, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+def evaluate_operating_point(scores, labels, threshold: float, *, n_bootstrap: int = 1000, seed: int = 0,
+                             groups=None) -> dict:
     """Sensitivity, specificity, PPV, NPV at ``threshold`` with 95% percentile-bootstrap CIs.
 
     Resampling is stratified by label (as in :func:`compute_metrics`), so prevalence, and hence
     PPV/NPV, is held at the observed value: the CIs cover sampling noise, not a prevalence shift.
     Undefined values (e.g. PPV with no predicted positives) are NaN. ``n_bootstrap=0`` -> no CIs.
+    ``groups`` (patient/lesion ids): resample groups (cluster bootstrap).
     Returns ``threshold``, the four metrics, counts ``tp``/``fp``/``tn``/``fn``, ``n`` and
     ``ci95 = {metric: [lo, hi]}``.
     """
@@ -72,8 +74,37 @@ def evaluate_operating_point(scores, labels, threshold: float, *, n_bootstrap: i
     if n_bootstrap > 0:
         fn = lambda s, y: {k: v for k, v in _point(s, y, threshold).items() if k in _POINT}
         ci95 = {k: [lo, hi] for k, (lo, hi) in
-                bootstrap_ci(fn, scores, labels, n_resamples=n_bootstrap, seed=seed, stratify=True).items()}
+                bootstrap_ci(fn, scores, labels, n_resamples=n_bootstrap, seed=seed, stratify=True, groups=groups).items()}
     out["ci95"] = ci95
+    return out
+
+
+def group_operating_points(val_probs, val_targets, test_probs, test_targets, class_names: list[str],
+                           risk_groups: dict[str, list[str]], *, sensitivity_target: float = 0.90,
+                           n_bootstrap: int = 1000, seed: int = 0, test_groups=None) -> dict:
+    """For each coarse group (e.g. malignant = mel + bcc + akiec): the group's probability (the sum of
+    its classes' probabilities), the highest threshold reaching ``sensitivity_target`` on val, and
+    that threshold's test sensitivity / specificity / PPV / NPV with 95% CIs (cluster bootstrap over
+    ``test_groups`` when given). A 7-class model with a high AUC can still miss many melanomas:
+    this is the figure a clinician asks for first."""
+    index = {name: k for k, name in enumerate(class_names)}
+    out = {}
+    for group, members in risk_groups.items():
+        unknown = [m for m in members if m not in index]
+        if unknown:
+            raise ValueError(f"eval.risk_groups.{group}: {unknown} are not classes of the model ({class_names})")
+        cols = [index[m] for m in members]
+        v_score, t_score = np.asarray(val_probs)[:, cols].sum(axis=1), np.asarray(test_probs)[:, cols].sum(axis=1)
+        v_label = np.isin(np.asarray(val_targets), cols).astype(np.int64)
+        t_label = np.isin(np.asarray(test_targets), cols).astype(np.int64)
+        if len(np.unique(v_label)) < 2 or len(np.unique(t_label)) < 2:
+            out[group] = {"members": members, "skipped": "val or test lacks cases inside or outside the group"}
+            continue
+        threshold = threshold_for_sensitivity(v_score, v_label, sensitivity_target)
+        out[group] = {"members": members, "sensitivity_target": float(sensitivity_target), "chosen_on": "val",
+                      "threshold": threshold, "val": _point(v_score, v_label, threshold),
+                      "test": evaluate_operating_point(t_score, t_label, threshold, n_bootstrap=n_bootstrap, seed=seed,
+                                                       groups=test_groups)}
     return out
 
 

@@ -20,7 +20,7 @@ from hybridmednet.metrics.calibration import (
     expected_calibration_error,
     logits_from_probs,
 )
-from hybridmednet.metrics.operating_points import operating_points
+from hybridmednet.metrics.operating_points import group_operating_points, operating_points
 from hybridmednet.metrics.uncertainty import (
     accuracy_coverage_curve,
     choose_abstain_threshold,
@@ -57,6 +57,26 @@ def uncertainty_analysis(run: Run, val, test, val_cal, test_cal, *, multilabel: 
         "test_coverage": float(keep.mean()), "test_acc_kept": float(correct[keep].mean()) if keep.any() else None,
         "test_acc_all": float(correct.mean()), "curves": curves, "test_uncertainty": test_unc,
     }
+
+
+def conformal_analysis(cfg, val_cal, val_targets, test_cal, test_targets, names: list[str], multilabel: bool) -> dict | None:
+    """Prediction sets calibrated on val (temperature-scaled probabilities), scored on test: the
+    configured method, plus every method with and without Mondrian calibration for comparison."""
+    if multilabel:
+        return None
+    from hybridmednet.metrics.conformal import METHODS, ConformalSets, set_coverage
+
+    c = cfg.eval.conformal
+    chosen = ConformalSets(c.alpha, c.method, mondrian=c.mondrian).fit(val_cal, val_targets)
+    table = {}
+    for method in METHODS:
+        for mondrian in (False, True):
+            sets = ConformalSets(c.alpha, method, mondrian=mondrian).fit(val_cal, val_targets).predict(test_cal)
+            table[f"{method}{' (Mondrian)' if mondrian else ''}"] = set_coverage(sets, test_targets, names)
+    return {"alpha": c.alpha, "method": c.method, "mondrian": c.mondrian, "n_calibration": chosen.n_calibration,
+            "calibrated_on": "val, temperature-scaled probabilities", "library": "crepes (non-smoothed p-values)",
+            "test": table[f"{c.method}{' (Mondrian)' if c.mondrian else ''}"], "all_methods": table,
+            "_calibration": {"scores": chosen.calibration_scores.tolist(), "targets": chosen.calibration_targets.tolist()}}
 
 
 def subgroup_analysis(cfg, test, probs, class_names, multilabel: bool, n_bootstrap: int) -> dict | None:
@@ -105,17 +125,27 @@ def analyse_run(run_path: str | Path, *, n_bootstrap: int | None = None, subgrou
     val_cal = scaler.transform(logits_from_probs(val_probs, multilabel))
     test_cal = scaler.transform(logits_from_probs(test_probs, multilabel))
     uncertainty = uncertainty_analysis(run, val, test, val_cal, test_cal, multilabel=multilabel)
-    atomic_write_json(run.path / "calibration.json", {
-        "temperature": calibration["temperature"], "abstain_threshold": uncertainty["abstain_threshold"],
-        "uncertainty": uncertainty["measure"], "chosen_on": "val", "checkpoint_sha256": run.checkpoint_sha256})
+    conformal = conformal_analysis(cfg, val_cal, val.targets, test_cal, test.targets, names, multilabel)
+    record = {"temperature": calibration["temperature"], "abstain_threshold": uncertainty["abstain_threshold"],
+              "uncertainty": uncertainty["measure"], "chosen_on": "val", "checkpoint_sha256": run.checkpoint_sha256}
+    if conformal is not None:  # what predict needs to build the same sets for new cases
+        record["conformal"] = {k: conformal[k] for k in ("alpha", "method", "mondrian")} | conformal["_calibration"]
     points = operating_points(val_probs, val.targets, test_probs, test.targets, names, multilabel=multilabel,
                               sensitivity_target=cfg.eval.sensitivity_target, n_bootstrap=n_boot, seed=cfg.seed)
+    risk = None
+    if cfg.eval.risk_groups and not multilabel:
+        risk = group_operating_points(val_probs, val.targets, test_probs, test.targets, names, cfg.eval.risk_groups,
+                                      sensitivity_target=cfg.eval.risk_sensitivity, n_bootstrap=n_boot, seed=cfg.seed,
+                                      test_groups=test.groups)
+        record["risk_groups"] = {g: {"members": r["members"], "threshold": r["threshold"],
+                                     "sensitivity_target": r["sensitivity_target"]} for g, r in risk.items() if "threshold" in r}
+    atomic_write_json(run.path / "calibration.json", record)  # everything predict applies, fitted on val
     result = {
         "run": str(run.path), "model": cfg.model.name, "checkpoint_sha256": run.checkpoint_sha256, "class_names": names, "multilabel": multilabel,
         "config": cfg.model_dump(mode="json"), "checkpoint": {k: meta[k] for k in ("epoch", "variant", "weights_sha256", "git_commit")},
         "val_metrics": meta.get("val_metrics", {}), "test": metrics["test"], "calibration": calibration,
         "uncertainty": {k: v for k, v in uncertainty.items() if k != "test_uncertainty"},
-        "operating_points": points,
+        "operating_points": points, "conformal": conformal, "risk_groups": risk,
         "subgroups": subgroup_analysis(cfg, test, test_probs, names, multilabel, min(n_boot, subgroup_bootstrap)),
         "data_summary": json.loads((run.path / "data_summary.json").read_text()),
         "train_summary": json.loads((run.path / "train_summary.json").read_text()),

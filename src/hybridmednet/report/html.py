@@ -144,6 +144,47 @@ def _gallery(a: dict) -> str:
     return "".join(html)
 
 
+def _risk_groups(a: dict) -> str:
+    groups = a.get("risk_groups")
+    if not groups:
+        return "<p class='muted'>No coarse risk groups configured (eval.risk_groups, e.g. malignant: [mel, bcc, akiec]).</p>"
+    rows = []
+    for name, r in groups.items():
+        if "skipped" in r:
+            rows.append([escape(name), escape(", ".join(r["members"])), escape(r["skipped"]), "", "", ""])
+            continue
+        t = r["test"]
+        rows.append([escape(name), escape(", ".join(r["members"])), _fmt(r["threshold"]),
+                     _fmt(t["sensitivity"]) + _ci(t["ci95"].get("sensitivity")),
+                     _fmt(t["specificity"]) + _ci(t["ci95"].get("specificity")), f"{t['fn']} of {t['tp'] + t['fn']}"])
+    target = next((r["sensitivity_target"] for r in groups.values() if "sensitivity_target" in r), None)
+    note = (f"<p>Probability of the group = the sum of its classes' probabilities. Threshold: the highest reaching "
+            f"sensitivity {target:.0%} on <b>validation</b>; sensitivity and specificity are then read on test.</p>"
+            if target is not None else "")
+    return note + _table(["group", "classes", "threshold", "test sensitivity", "test specificity", "missed on test"], rows)
+
+
+def _conformal(a: dict) -> str:
+    c = a.get("conformal")
+    if c is None:
+        return "<p class='muted'>Conformal sets are computed for single-label tasks.</p>"
+    rows = []
+    for name, r in c["all_methods"].items():
+        worst = min(r["per_class"].items(), key=lambda kv: kv[1])
+        rows.append([escape(name), f"{r['coverage']:.3f}", f"{r['mean_set_size']:.2f}",
+                     f"{escape(worst[0])} {worst[1]:.3f}", str(r["empty_sets"])])
+    chosen = c["test"]
+    return (f"<p>Prediction sets at alpha = {c['alpha']}: each set should hold the true class for at least "
+            f"{1 - c['alpha']:.0%} of cases. Calibrated on {escape(c['calibrated_on'])} ({c['n_calibration']} cases, "
+            f"{escape(c['library'])}). The configured method, <b>{escape(c['method'])}"
+            f"{' (Mondrian)' if c['mondrian'] else ''}</b>, covers <b>{chosen['coverage']:.1%}</b> of test cases with "
+            f"{chosen['mean_set_size']:.2f} classes per set on average. Per-class coverage below {1 - c['alpha']:.0%} "
+            "means the guarantee is marginal only: use Mondrian sets for a per-class guarantee.</p>"
+            + _table(["method", "test coverage", "mean set size", "lowest class coverage", "empty sets"], rows)
+            + _table(["class", "coverage (configured method)"],
+                     [[escape(k), f"{v:.3f}"] for k, v in chosen["per_class"].items()]))
+
+
 def render_report(a: dict, rows: list[dict]) -> str:
     cal, unc = a["calibration"], a["uncertainty"]
     test_probs, test_targets = a["_probs"]["test"], a["_probs"]["test_targets"]
@@ -164,6 +205,8 @@ def render_report(a: dict, rows: list[dict]) -> str:
          f"{unc['test_coverage']:.1%} of cases with accuracy {_fmt(unc['test_acc_kept'])} (all cases: {unc['test_acc_all']:.3f}).</p>"
          + _img(figures.accuracy_coverage(unc["curves"], unc["test_coverage"]), "accuracy-coverage curve")),
         ("operating", "Operating points", _operating(a)),
+        ("risk", "Risk groups (e.g. malignant)", _risk_groups(a)),
+        ("conformal", "Conformal prediction sets", _conformal(a)),
         ("subgroups", "Subgroups", _subgroups(a)),
         ("gallery", "Grad-CAM gallery", _gallery(a)),
         ("card", "Model card", model_card(a)),
