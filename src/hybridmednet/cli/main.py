@@ -52,6 +52,20 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    if args.data:
+        if len(args.run) != 1 or args.tta or args.without_clinical:
+            raise ConfigError("--data scores one run on another dataset; drop the extra runs, --tta and --without-clinical")
+        from hybridmednet.engine.external import external_evaluate
+
+        result = external_evaluate(args.run[0], args.data, class_map=args.class_map, split=args.data_split,
+                                   n_bootstrap=args.n_bootstrap, out=args.out, device=args.device, skip_bad=args.skip_bad)
+        summary = {k: result["metrics"][k] for k in result["ci95"]} | {"ci95": result["ci95"], "n": result["n"]}
+        print(json.dumps(summary | {"classes_missing_from_data": result["classes_missing_from_data"],
+                                    "calibration_shift": result["calibration_shift"]}, indent=2))
+        print(f"wrote {result['out']}")
+        return 0
+    if args.class_map or args.data_split:
+        raise ConfigError("--class-map and --data-split go with --data")
     flips = tuple(args.tta.split(",")) if args.tta else ("none",)
     if len(args.run) == 1 and flips == ("none",):
         from hybridmednet.engine.evaluate import evaluate_run
@@ -233,9 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--tta", default=None, metavar="FLIPS",
                    help="average over flips, e.g. none,h,v,hv (decide on --split val before reading test)")
-    p.add_argument("--out", default=None, help="ensemble/TTA metrics JSON (default RUN/ensemble_<split>.json)")
+    p.add_argument("--out", default=None, help="ensemble/TTA or --data metrics JSON (default RUN/ensemble_<split>.json)")
     p.add_argument("--without-clinical", action="store_true",
                    help="multimodal runs: evaluate as if every case lacked its clinical text/metadata")
+    p.add_argument("--data", default=None, metavar="CONFIG_OR_SOURCE",
+                   help="external validation: a data config (YAML/preset), an image folder, a CSV (one-hot ISIC columns "
+                        "too) or an npz, read with the run's preprocessing; writes RUN/external_<name>.json")
+    p.add_argument("--class-map", action="append", metavar="DATA=MODEL",
+                   help="with --data: map a data class to a model class (names also match case-insensitively)")
+    p.add_argument("--data-split", default=None, help="with --data: the split to score (default: test if the data has one, else all)")
+    p.add_argument("--skip-bad", action="store_true", help="with --data: skip unreadable images")
     p.add_argument("--n-bootstrap", type=int, default=None)
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_evaluate)

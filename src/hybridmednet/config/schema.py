@@ -68,6 +68,7 @@ class CsvSource(StrictModel):
     label_column: str | None = "label"
     label_separator: str | None = Field(None, description='multi-label in one column, e.g. "|"')
     label_columns: list[str] | None = Field(None, description="multi-label as 0/1 columns")
+    one_hot: bool = Field(False, description="label_columns hold one single label per row (ISIC ground-truth files)")
     class_names: list[str] | None = None
     group_column: str | None = None
     split_column: str | None = None
@@ -78,6 +79,8 @@ class CsvSource(StrictModel):
     def _one_label_form(self) -> CsvSource:
         if self.label_columns and self.label_separator:
             raise ValueError("set either label_columns (0/1 columns) or label_separator, not both")
+        if self.one_hot and not self.label_columns:
+            raise ValueError("one_hot needs label_columns (the 0/1 columns, one per class)")
         if self.path_template is not None:
             self.__dict__["path_column"] = None
         return self

@@ -132,6 +132,12 @@ def csv_table(cfg) -> SampleTable:
 
     if cfg.label_columns:
         targets, class_names = _column_labels(frame, cfg)
+        if cfg.one_hot:
+            bad = np.flatnonzero(targets.sum(axis=1) != 1)
+            if len(bad):
+                raise DataError(f"{cfg.path}: row {_row(int(bad[0]))}: one_hot label columns must hold exactly one 1 "
+                                f"({len(bad)} row(s) do not); fix the rows or drop data.source.one_hot")
+            targets = targets.argmax(axis=1).astype(np.int64)
     elif cfg.label_separator:
         targets, class_names = _separated_labels(frame, cfg)
     else:
