@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, provenance, train_and_evaluate, write_results
+from _common import RESULTS, provenance, row_provenance, train_and_evaluate, write_results
 
 from hybridmednet.config.loader import load_config
 
@@ -48,6 +48,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+# variants measured before rows carried their own provenance: never stamped with a later run's
+UNRECORDED = {"commit": None, "note": "measured by an earlier run of this script; see the git history of "
+              "benchmarks/results/ablation_dermamnist28.json for the commit that wrote it"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=10)
@@ -69,12 +74,17 @@ def main() -> None:
             except Exception as exc:  # record the failure honestly and go on with the rest
                 row = {"overrides": overrides, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
         row["part"] = part
+        # each variant keeps the provenance of the run that measured it: merging earlier variants into
+        # the file never restamps them with this run's commit, command or dirty flag
+        row["provenance"] = row_provenance(origin | {"data_sha256": data_sha})
         variants[name] = row
         payload = {"benchmark": "ablation", "dataset": "dermamnist (re-rendered)", "image_size": 28, "seed": 0,
                    "recipe": f"configs/dermamnist.yaml, {args.epochs} epochs, no early stopping, checkpoint chosen on val",
-                   "variants": variants, **origin, "data_sha256": data_sha}
+                   "variants": variants, "last_run": {**origin, "data_sha256": data_sha},
+                   "provenance_note": "each variant's own provenance is in variants.<name>.provenance"}
         rows = [{"benchmark": "ablation", "dataset": "dermamnist (re-rendered)", "image_size": 28,
-                 "model": n, "variant": v["part"], "seeds": [0], "metrics": v["metrics"], "ci": v["ci"], "wall_s": v["wall_s"]}
+                 "model": n, "variant": v["part"], "seeds": [0], "metrics": v["metrics"], "ci": v["ci"], "wall_s": v["wall_s"],
+                 "provenance": v.get("provenance") or UNRECORDED}
                 for n, v in variants.items() if "metrics" in v]
         write_results("ablation_dermamnist28", payload, rows)
         status = row.get("error") or f"test acc {row['metrics']['test_acc']:.4f} auc {row['metrics']['test_auc']:.4f}"

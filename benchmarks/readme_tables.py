@@ -43,19 +43,42 @@ def fmt(value, ci=None, key: str = "") -> str:
     return text
 
 
+OLD_CI = "percentile bootstrap over images, stratified by class (rows written before intervals recorded their method)"
+
+
+def _ci_of(row: dict, key: str):
+    """The row's interval for ``key`` if it may be shown: it must contain its point, and a multi-seed
+    row's interval must be the seed-mean one (older rows stored seed 0's); a seed ensemble is one
+    model and a paired difference is already seed-averaged, so theirs stand."""
+    ci, value = row["ci"].get(key), row["metrics"].get(key)
+    if ci is None or value is None or not (ci[0] <= value <= ci[1]):
+        return None
+    one_model = "ensemble" in row["variant"] or key.endswith("_diff")  # an ensemble is one model; diffs are paired
+    if len(row["seeds"]) > 1 and "seed-mean" not in row.get("ci_method", "") and not one_model:
+        return None
+    return ci
+
+
 def render(rows: list[dict]) -> str:
-    """Every row of every benchmark (docs/results.md)."""
+    """Every row of every benchmark (docs/results.md). An interval is printed only where it belongs
+    to the printed point (see :func:`_ci_of`); the methods used are listed under each table."""
     lines = []
     for bench in sorted({r["benchmark"] for r in rows}):
         group = [r for r in rows if r["benchmark"] == bench]
         cols = [(k, h) for k, h in COLUMNS if any(k in r["metrics"] for r in group)]
-        lines += [f"**{bench}** (95% bootstrap CI in brackets; seeds listed)", "",
+        methods = sorted({r.get("ci_method") or OLD_CI for r in group})
+        hidden = any(_ci_of(r, k) is None and r["ci"].get(k) for r in group for k, _ in cols)
+        lines += [f"**{bench}** (95% intervals in brackets; seeds listed)", "",
                   "| dataset | px | model | variant | seeds | " + " | ".join(h for _, h in cols) + " | wall (s) | results file |",
                   "|---" * (len(cols) + 7) + "|"]
         for r in group:
-            cells = [fmt(r["metrics"].get(k), r["ci"].get(k), key=k) for k, _ in cols]
+            cells = [fmt(r["metrics"].get(k), _ci_of(r, k), key=k) for k, _ in cols]
             lines.append(f"| {r['dataset']} | {r['image_size']} | {r['model']} | {r['variant']} | {','.join(map(str, r['seeds']))} | "
                          + " | ".join(cells) + f" | {fmt(r['wall_s'])} | `{r['results_file']}` |")
+        lines += ["", "Intervals: " + "; ".join(methods) + "."]
+        if hidden:
+            lines.append("Multi-seed rows whose stored interval is one seed's, not the seed mean's, show the mean "
+                         "without an interval (seed 0's point and interval are in the results file).")
         lines.append("")
     return "\n".join(lines)
 

@@ -136,3 +136,19 @@ def test_cluster_resamples_keep_each_class_group_count():
         idx = draw()
         assert sorted(set(targets[idx])) == [0, 1, 2]  # every class present in every resample
         assert np.sum(targets[idx] == 2) == 1 and np.sum(targets[idx] == 1) == 2
+
+
+def test_the_seed_mean_interval_contains_the_seed_mean():
+    from hybridmednet.metrics.bootstrap import seed_mean_ci
+    from hybridmednet.metrics.classification import single_label_headline
+
+    rng = np.random.default_rng(5)
+    probs, t = _data(200, c=3, seed=5)
+    runs = [np.clip(probs + rng.normal(0, 0.15, probs.shape), 1e-3, None) for _ in range(3)]
+    runs = [r / r.sum(1, keepdims=True) for r in runs]
+    out = seed_mean_ci(single_label_headline, runs, t, n_resamples=300)
+    per_seed = [single_label_headline(r, t)["acc"] for r in runs]
+    assert out["point"]["acc"] == pytest.approx(np.mean(per_seed))
+    assert out["seed_std"]["acc"] == pytest.approx(np.std(per_seed, ddof=1))
+    for name, (lo, hi) in out["ci95"].items():
+        assert lo <= out["point"][name] <= hi, name

@@ -112,3 +112,28 @@ def bootstrap_ci(
             lo, hi = np.percentile(arr, [100 * alpha / 2, 100 * (1 - alpha / 2)])
             out[name] = (float(lo), float(hi))
     return out
+
+
+def seed_mean_ci(metric_fn: Callable[[np.ndarray, np.ndarray], dict[str, float]], runs, targets, *,
+                 n_resamples: int = 1000, seed: int = 0, stratify: bool = True, groups=None) -> dict:
+    """The interval of a metric's mean over seeds: cases (or groups) are resampled once per draw and
+    every seed's predictions are scored on the same draw, so the interval covers test-set sampling
+    of the seed-averaged figure (the point a multi-seed row reports), not one seed's.
+
+    ``runs``: one (N, C) probability array per seed, rows in the order of ``targets``. Returns
+    ``{"point": {name: mean over seeds}, "ci95": {name: [lo, hi]}, "seed_std": {name: std (ddof 1)}}``.
+    """
+    runs = [np.asarray(r, dtype=np.float64) for r in runs]
+    c = runs[0].shape[1]
+    stacked = np.concatenate(runs, axis=1)
+
+    def mean_over_seeds(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
+        rows = [metric_fn(p[:, k * c:(k + 1) * c], t) for k in range(len(runs))]
+        return {name: float(np.mean([r[name] for r in rows])) for name in rows[0]}
+
+    per_seed = [metric_fn(r, np.asarray(targets)) for r in runs]
+    point = {name: float(np.mean([r[name] for r in per_seed])) for name in per_seed[0]}
+    std = {name: float(np.std([r[name] for r in per_seed], ddof=1)) if len(runs) > 1 else 0.0 for name in per_seed[0]}
+    ci = bootstrap_ci(mean_over_seeds, stacked, targets, n_resamples=n_resamples, seed=seed, stratify=stratify,
+                      groups=groups)
+    return {"point": point, "ci95": {k: list(v) for k, v in ci.items()}, "seed_std": std}

@@ -1,0 +1,41 @@
+"""Benchmark bookkeeping: every summary row carries its own provenance, merging never restamps it,
+and every committed row has one."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import _common  # noqa: E402
+
+
+def _row(variant: str) -> dict:
+    return {"benchmark": "b", "dataset": "d", "image_size": 28, "model": "m", "variant": variant, "metrics": {"test_acc": 0.5}}
+
+
+def test_new_rows_are_stamped_and_earlier_rows_keep_theirs(tmp_path, monkeypatch):
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    monkeypatch.setattr(_common, "RESULTS", results)
+    monkeypatch.setattr(_common, "SUMMARY", results / "summary.json")
+    first = {"git": {"commit": "aaa", "dirty": True}, "command": "python first.py", "data_sha256": {"x": "1"},
+             "machine": {"torch_threads": 1}}
+    _common.write_results("one", first, [_row("v1")])
+    second = {"git": {"commit": "bbb", "dirty": False}, "command": "python second.py", "data_sha256": {"x": "1"},
+              "machine": {"torch_threads": 2}}
+    merged = _row("v0") | {"provenance": {"commit": "old", "dirty": True}}  # a row merged from an earlier run
+    _common.write_results("two", second, [_row("v2"), merged])
+    rows = {r["variant"]: r for r in json.loads((results / "summary.json").read_text())}
+    assert rows["v1"]["provenance"]["commit"] == "aaa" and rows["v1"]["provenance"]["dirty"] is True
+    assert rows["v1"]["provenance"]["command"] == "python first.py" and rows["v1"]["provenance"]["threads"] == 1
+    assert rows["v2"]["provenance"]["commit"] == "bbb" and rows["v0"]["provenance"] == {"commit": "old", "dirty": True}
+    assert set(rows["v2"]["provenance"]) >= {"commit", "dirty", "command", "data_sha256", "precision", "threads"}
+
+
+def test_every_committed_row_carries_its_own_provenance():
+    rows = json.loads((REPO / "benchmarks" / "results" / "summary.json").read_text())
+    missing = [(r["benchmark"], r["variant"]) for r in rows if not r.get("provenance")]
+    assert not missing, f"rows without provenance: {missing[:5]}; run python benchmarks/backfill_provenance.py"
