@@ -15,17 +15,14 @@ here can be recomputed without retraining. Rows: ``benchmark: "intervals"``.
 from __future__ import annotations
 
 import argparse
-import gzip
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, provenance, write_results
+from _common import keep_predictions, provenance, write_results
 
 from hybridmednet.config.loader import load_config
 from hybridmednet.engine.evaluate import evaluate_run, read_groups, read_predictions
@@ -61,13 +58,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         run0, wall0 = _train("intervals_s0", 0, common, out)
         run1, wall1 = _train("intervals_s1", 1, common, out)
-        kept = []
-        for run, seed in ((run0, 0), (run1, 1)):
-            dst = RESULTS / "predictions" / f"intervals_ham10000_{args.image_size}_seed{seed}.csv.gz"
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            with open(run / "predictions_test.csv", "rb") as src, gzip.open(dst, "wb") as gz:
-                shutil.copyfileobj(src, gz)
-            kept.append(str(dst.relative_to(RESULTS.parent.parent)))
+        kept = [keep_predictions(run, f"intervals_ham10000_{args.image_size}_seed{seed}")
+                for run, seed in ((run0, 0), (run1, 1))]
         ids, probs0, targets = read_predictions(run0 / "predictions_test.csv", names, False)
         ids1, probs1, _ = read_predictions(run1 / "predictions_test.csv", names, False)
         group_of = read_groups(run0 / "predictions_test.csv")

@@ -14,6 +14,7 @@ MedMNIST v2, Yang et al., Scientific Data 2023, Table 3) are stored with the res
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, provenance, train_and_evaluate, write_results
+from _common import RESULTS, keep_predictions, provenance, seed_mean_interval, train_and_evaluate, write_results
 
 from hybridmednet.config.loader import load_config
 from hybridmednet.engine.ensemble import evaluate_ensemble
@@ -37,35 +38,6 @@ PUBLISHED = {"dermamnist": "ACC .768 (Google AutoML Vision) / AUC .920 (ResNet-1
 # Flip TTA candidates: dermoscopy has no orientation; chest X-rays and breast ultrasound only mirror left-right.
 TTA_FLIPS = {"dermamnist": ("none", "h", "v", "hv"), "pneumoniamnist": ("none", "h"), "breastmnist": ("none", "h")}
 DATASET_NAME = {"dermamnist": "dermamnist (re-rendered)"}
-
-
-def keep_predictions(runs: list[Path], stem: str) -> tuple[list[str], dict]:
-    """Copy each seed's test predictions (gzipped) into results/predictions/ and return them with the
-    interval of the seed-averaged metrics (cases resampled once, every seed scored on each resample),
-    so a multi-seed row's interval contains its point and can be recomputed without retraining."""
-    import gzip
-    import shutil
-
-    from hybridmednet.engine.checkpoint import read_meta
-    from hybridmednet.engine.evaluate import read_predictions
-    from hybridmednet.metrics.bootstrap import interval_method, seed_mean_ci
-    from hybridmednet.metrics.classification import single_label_headline
-
-    names = read_meta(runs[0] / "checkpoints", "best")["class_names"]
-    kept, probs, targets = [], [], None
-    for k, run in enumerate(runs):
-        ids, p, t = read_predictions(run / "predictions_test.csv", names, False)
-        probs.append(p)
-        targets = t if targets is None else targets
-        dst = RESULTS / "predictions" / f"{stem}_seed{k}.csv.gz"
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        with open(run / "predictions_test.csv", "rb") as src, gzip.open(dst, "wb") as gz:
-            shutil.copyfileobj(src, gz)
-        kept.append(str(dst.relative_to(RESULTS.parent.parent)))
-    result = seed_mean_ci(single_label_headline, probs, targets, n_resamples=1000)
-    result["ci_method"] = ("seed-mean " + interval_method(multilabel=False, n_resamples=1000)
-                           + f"; every resample scores all {len(runs)} seeds and averages them")
-    return kept, result
 
 
 def time_to_best(run_dir: Path, best_epoch: int) -> float:
@@ -111,8 +83,11 @@ def main() -> None:
               f"(best epoch {row['best_epoch']} after {row['time_to_best_s']:.0f} s)", flush=True)
     ensemble = seed_ensemble([Path(workdir.name) / f"{args.dataset}_s{s}" for s in seeds], TTA_FLIPS[args.dataset]) \
         if len(seeds) > 1 else None
-    kept, seed_mean = keep_predictions([Path(workdir.name) / f"{args.dataset}_s{s}" for s in seeds],
-                                       f"medmnist_{args.dataset}_{args.variant.replace(' ', '_')}")
+    stem = f"medmnist_{args.dataset}_{args.variant.replace(' ', '_')}"
+    kept = [keep_predictions(Path(workdir.name) / f"{args.dataset}_s{s}", f"{stem}_seed{s}") for s in seeds]
+    class_names = json.loads((Path(workdir.name) / f"{args.dataset}_s{seeds[0]}" / "checkpoints" / "best.json")
+                             .read_text())["class_names"]
+    seed_mean = seed_mean_interval(kept, class_names)
     workdir.cleanup()
 
     keys = ["test_acc", "test_auc", "test_balanced_acc", "test_macro_f1", "val_acc", "val_auc"]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, provenance, train_and_evaluate, write_results
+from _common import RESULTS, keep_predictions, provenance, seed_mean_interval, train_and_evaluate, write_results
 
 from hybridmednet.config.loader import load_config
 from hybridmednet.engine.evaluate import evaluate_run
@@ -51,9 +51,11 @@ VARIANTS: dict[str, list[str]] = {
 KEYS = ("test_acc", "test_balanced_acc", "test_macro_f1", "test_auc")
 
 
-def run_variant(preset: Path, overrides: list[str], seed: int, multimodal: bool) -> dict:
+def run_variant(preset: Path, overrides: list[str], seed: int, multimodal: bool, stem: str) -> dict:
     with tempfile.TemporaryDirectory() as out:
         row = train_and_evaluate(preset, "mm", [*overrides, f"seed={seed}"], out)
+        row["predictions"] = keep_predictions(Path(out) / "mm", f"{stem}_seed{seed}")
+        row["class_names"] = json.loads((Path(out) / "mm" / "checkpoints" / "best.json").read_text())["class_names"]
         if multimodal:
             started = time.perf_counter()
             m = evaluate_run(Path(out) / "mm", "test", without_clinical=True)
@@ -78,8 +80,17 @@ def summary_rows(variants: dict, dataset: str, cfg) -> list[dict]:
              "variant": n, "seeds": [r["seed"] for r in e["runs"]],
              "metrics": e["metrics"] | ({f"no_text_{k}": v for k, v in e["without_clinical"].items() if not k.endswith("_std")}
                                         if "without_clinical" in e else {}),
-             "ci": e["ci95_first_seed"], "wall_s": round(sum(r["wall_s"] for r in e["runs"]), 1)}
+             **_interval(e), "wall_s": round(sum(r["wall_s"] for r in e["runs"]), 1)}
             for n, e in variants.items()]
+
+
+def _interval(entry: dict) -> dict:
+    """The seed-mean interval where every seed kept its predictions; older entries keep seed 0's
+    (which the tables do not print beside the mean)."""
+    if "ci95_seed_mean" in entry:
+        return {"ci": {f"test_{k}": v for k, v in entry["ci95_seed_mean"]["ci95"].items()},
+                "ci_method": entry["ci95_seed_mean"]["ci_method"]}
+    return {"ci": entry["ci95_first_seed"]}
 
 
 def data_provenance(cfg) -> dict:
@@ -121,10 +132,14 @@ def main() -> None:
             entry = variants.setdefault(name, {"overrides": [*common, *VARIANTS[name]], "runs": []})
             if any(r["seed"] == seed for r in entry["runs"]):
                 continue
-            row = run_variant(preset, entry["overrides"], seed, multimodal=name != "image_only")
+            row = run_variant(preset, entry["overrides"], seed, multimodal=name != "image_only",
+                              stem=f"multimodal_{args.setting}_{name}")
             entry["runs"] = sorted([*entry["runs"], row], key=lambda r: r["seed"])
             entry["metrics"] = aggregate(entry["runs"])
             entry["ci95_first_seed"] = entry["runs"][0]["ci"]
+            if len(entry["runs"]) > 1 and all("predictions" in r for r in entry["runs"]):
+                entry["ci95_seed_mean"] = seed_mean_interval([r["predictions"] for r in entry["runs"]],
+                                                             entry["runs"][0]["class_names"])
             if name != "image_only":
                 entry["without_clinical"] = aggregate(entry["runs"], "without_clinical")
             m = row["metrics"]

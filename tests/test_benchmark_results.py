@@ -39,3 +39,27 @@ def test_every_committed_row_carries_its_own_provenance():
     rows = json.loads((REPO / "benchmarks" / "results" / "summary.json").read_text())
     missing = [(r["benchmark"], r["variant"]) for r in rows if not r.get("provenance")]
     assert not missing, f"rows without provenance: {missing[:5]}; run python benchmarks/backfill_provenance.py"
+
+
+def test_seed_mean_interval_from_kept_predictions(tmp_path, monkeypatch):
+    import numpy as np
+
+    from hybridmednet.engine.evaluate import write_predictions
+
+    results = tmp_path / "benchmarks" / "results"
+    (results / "predictions").mkdir(parents=True)
+    monkeypatch.setattr(_common, "RESULTS", results)
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 2, 80)
+    files = []
+    for seed in range(3):
+        probs = np.clip(np.eye(2)[targets] * 0.6 + rng.random((80, 2)) * 0.4, 1e-3, None)
+        run = tmp_path / f"run{seed}"
+        run.mkdir()
+        write_predictions(run / "predictions_test.csv", [f"c{i}" for i in range(80)], probs / probs.sum(1, keepdims=True),
+                          targets, ["a", "b"], False, groups=[f"p{i // 2}" for i in range(80)])
+        files.append(_common.keep_predictions(run, f"x_seed{seed}"))
+    out = _common.seed_mean_interval(files, ["a", "b"], n_resamples=100)
+    assert "seed-mean cluster percentile bootstrap over 40 groups" in out["ci_method"]
+    for name, (lo, hi) in out["ci95"].items():
+        assert lo <= out["point"][name] <= hi

@@ -38,7 +38,7 @@ def _probs_csv(run_dir, split):
 def test_ensemble_is_the_mean_of_the_single_runs(tiny_npz, tmp_path):
     a, b = _train(tiny_npz, tmp_path, "a", 0), _train(tiny_npz, tmp_path, "b", 1)
     probs, part, classes, multilabel, members = ensemble_probabilities([a, b], "test")
-    assert [m["checkpoint_sha256"] for m in members] == [json.loads((Path(r) / "checkpoints" / "best.json").read_text())["weights_sha256"] for r in (a, b)]
+    assert [m["checkpoint_sha256"] for m in members] == [RunDir(Path(r)).checkpoint_sha256() for r in (a, b)]
     expected = (_probs_csv(a, "test") + _probs_csv(b, "test")) / 2
     assert probs.shape == (len(part), len(classes)) and not multilabel
     np.testing.assert_allclose(probs, expected, atol=1e-5)

@@ -46,9 +46,9 @@ def write_predictions(path: Path, ids, probs: np.ndarray, targets: np.ndarray, c
 def read_predictions(path: Path, class_names: list[str], multilabel: bool) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(ids, probabilities, targets) from an evaluate predictions CSV, targets as class indices
     (single-label) or a 0/1 matrix (multi-label, ``|``-joined names in the file). The group ids,
-    when the file has them, come from :func:`read_groups`."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    when the file has them, come from :func:`read_groups`. A ``.gz`` file (kept by benchmarks) is
+    read the same way."""
+    rows = _rows(path)
     columns = [f"prob_{c}" for c in class_names]
     if not rows or any(c not in rows[0] for c in ["id", "target", *columns]):
         raise DataError(f"{path}: expected the columns id, target, {', '.join(columns)} written by `hybridmednet "
@@ -68,10 +68,17 @@ def read_predictions(path: Path, class_names: list[str], multilabel: bool) -> tu
     return [row["id"] for row in rows], probs, targets
 
 
+def _rows(path: Path) -> list[dict]:
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def read_groups(path: Path) -> dict[str, str | None] | None:
     """id -> patient/lesion id from a predictions CSV's ``group`` column (None when it has none)."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = _rows(path)
     if not rows or "group" not in rows[0]:
         return None
     return {row["id"]: row["group"] or None for row in rows}
