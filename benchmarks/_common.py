@@ -94,9 +94,13 @@ def keep_predictions(run_dir: Path, stem: str, key: str = "test") -> str:
     import gzip
     import shutil
 
+    from hybridmednet.engine.evaluate import current_predictions
+    from hybridmednet.engine.run_dir import RunDir
+
+    source = current_predictions(RunDir(Path(run_dir)), key)  # written by evaluate for this checkpoint
     dst = RESULTS / "predictions" / f"{stem}.csv.gz"
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with open(Path(run_dir) / f"predictions_{key}.csv", "rb") as src, gzip.open(dst, "wb") as gz:
+    with open(source, "rb") as src, gzip.open(dst, "wb") as gz:
         shutil.copyfileobj(src, gz)
     return str(dst.relative_to(RESULTS.parent.parent))
 

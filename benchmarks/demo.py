@@ -21,6 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import provenance, write_results
 
 from hybridmednet.config.loader import load_config
+from hybridmednet.engine.evaluate import read_metrics
+from hybridmednet.engine.run_dir import RunDir
 from hybridmednet.engine.trainer import read_metrics_csv
 
 
@@ -37,7 +39,7 @@ def main() -> None:
         run = Path(out) / "demo_dermamnist"
         cfg = load_config(run / "config.yaml")
         summary = json.loads((run / "train_summary.json").read_text())
-        result = json.loads((run / "metrics.json").read_text())["test"]
+        result = read_metrics(RunDir(run), RunDir(run).checkpoint_sha256())["test"]  # this checkpoint's entry only
         val = json.loads((run / "checkpoints" / "best.json").read_text())["val_metrics"]
         report = json.loads((run / "report_data.json").read_text())
         epochs = read_metrics_csv(run)

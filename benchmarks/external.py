@@ -54,6 +54,8 @@ def main() -> None:
         internal = evaluate_run(cfg.run_dir, "test")
         build_report(cfg.run_dir, with_cam=False)  # fits the temperature and the operating points on val
         report = json.loads((cfg.run_dir / "report_data.json").read_text())
+        if report["checkpoint_sha256"] != internal["checkpoint_sha256"]:
+            raise RuntimeError("report_data.json describes another checkpoint than the evaluation")
         external = external_evaluate(cfg.run_dir, str(folder))
         wall = time.perf_counter() - started
     internal_points = report["operating_points"]
@@ -67,14 +69,15 @@ def main() -> None:
                "external": {k: v for k, v in external.items() if k != "out"},
                "wall_s": round(wall, 1), **origin}
     rows = []
-    for variant, m, ci, shift, points in (
+    for variant, m, ci, shift, points, result_method in (
             ("PneumoniaMNIST test (its own 28-px rendering)", internal["metrics"], internal["ci95"],
              {"ece_raw": report["calibration"]["test_before"]["ece"],
-              "ece_after_val_temperature": report["calibration"]["test_after"]["ece"]}, internal_points),
+              "ece_after_val_temperature": report["calibration"]["test_after"]["ece"]}, internal_points,
+             internal["ci_method"]),
             ("Kermany test folder, same images re-rendered", external["metrics"], external["ci95"],
              {"ece_raw": external["calibration_shift"]["ece_raw"]["ece"],
               "ece_after_val_temperature": external["calibration_shift"].get("ece_after_val_temperature", {}).get("ece")},
-             external["operating_points_from_val"])):
+             external["operating_points_from_val"], external["ci_method"])):
         fixed = _point(points, "fixed_sensitivity")
         rows.append({"benchmark": "external", "dataset": "pneumoniamnist -> kermany chest_xray/test", "image_size": 28,
                      "model": "small_cnn", "variant": variant, "seeds": [0],
@@ -85,7 +88,7 @@ def main() -> None:
                      "ci": {"test_acc": ci["acc"], "test_auc": ci["auc"],
                             "test_sensitivity_at_val_threshold": fixed["ci95"]["sensitivity"],
                             "test_specificity_at_val_threshold": fixed["ci95"]["specificity"]},
-                     "ci_method": internal["ci_method"], "wall_s": round(wall, 1)})
+                     "ci_method": result_method, "wall_s": round(wall, 1)})
     path = write_results("external_pneumoniamnist_kermany", payload, rows)
     for row in rows:
         print(row["variant"], {k: round(v, 4) for k, v in row["metrics"].items() if v is not None})

@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import keep_predictions, provenance, write_results
+from _common import RESULTS, keep_predictions, provenance, write_results
 
 from hybridmednet.config.loader import load_config
 from hybridmednet.engine.evaluate import evaluate_run, read_groups, read_predictions
@@ -60,9 +60,10 @@ def main() -> None:
         run1, wall1 = _train("intervals_s1", 1, common, out)
         kept = [keep_predictions(run, f"intervals_ham10000_{args.image_size}_seed{seed}")
                 for run, seed in ((run0, 0), (run1, 1))]
-        ids, probs0, targets = read_predictions(run0 / "predictions_test.csv", names, False)
-        ids1, probs1, _ = read_predictions(run1 / "predictions_test.csv", names, False)
-        group_of = read_groups(run0 / "predictions_test.csv")
+        root = RESULTS.parent.parent  # the kept copies, checked against their checkpoint when copied
+        ids, probs0, targets = read_predictions(root / kept[0], names, False)
+        ids1, probs1, _ = read_predictions(root / kept[1], names, False)
+        group_of = read_groups(root / kept[0])
     assert ids == ids1 and group_of is not None
     lesions = [group_of[i] for i in ids]
 

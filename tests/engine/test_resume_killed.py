@@ -118,3 +118,16 @@ def test_resume_refuses_a_changed_config_naming_the_keys(tiny_npz, tmp_path):
         train(load_config(raw=raw, overrides=["train.epochs=1"]), quiet=True, resume=True)
     summary = train(load_config(raw=raw, overrides=["train.epochs=3"]), quiet=True, resume=True)  # the one allowed change
     assert summary["epochs_run"] == 3
+
+
+def test_resume_accepts_a_run_saved_before_new_config_keys_and_post_training_options(tiny_npz, tmp_path):
+    raw = tiny_config(tiny_npz.parent, tmp_path / "runs", epochs=1)
+    cfg = load_config(raw=raw)
+    train(cfg, quiet=True)
+    last = cfg.run_dir / "checkpoints" / "last.json"
+    meta = json.loads(last.read_text())
+    del meta["config"]["eval"]["conformal"]  # as written by an older version, before the key existed
+    last.write_text(json.dumps(meta))
+    resumed = load_config(raw=raw, overrides=["train.epochs=2", "eval.conformal.alpha=0.2",
+                                              "eval.risk_groups={odd: ['1']}"])
+    assert train(resumed, quiet=True, resume=True)["epochs_run"] == 2

@@ -199,3 +199,14 @@ def test_explain_files_writes_visible_overlays(trained, tmp_path):
     with Image.open(results[1]["overlay"]) as im:
         assert im.size == (224, 224) and im.mode == "RGB" and results[1]["overlay"].endswith("img1_gradcam++.png")
     assert explain_files(run, paths[1:], tmp_path / "out", target="plain")[0]["target"] == "plain"
+
+
+def test_randomisation_check_runs_on_models_returning_model_output():
+    from hybridmednet.explain.sanity import randomization_check
+    from hybridmednet.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("hybridmednet_small28", 3, 3)
+    images = np.random.default_rng(0).integers(0, 256, (2, 28, 28, 3), dtype=np.uint8)
+    out = randomization_check(model, images, mean=[0.5] * 3, std=[0.5] * 3)
+    assert {"mean_spearman", "passed"} <= set(out)

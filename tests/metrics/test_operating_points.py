@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from hybridmednet.errors import ConfigError
+
 from hybridmednet.metrics.operating_points import (
     evaluate_operating_point,
     operating_points,
@@ -113,5 +115,5 @@ def test_group_operating_point_sums_member_probabilities_and_meets_the_val_targe
     assert r["test"]["sensitivity"] == pytest.approx(np.mean(score[positive] >= r["threshold"]))
     lo, hi = r["test"]["ci95"]["sensitivity"]
     assert lo <= r["test"]["sensitivity"] <= hi
-    with pytest.raises(ValueError, match="'melanoma'"):
+    with pytest.raises(ConfigError, match="'melanoma'"):
         group_operating_points(vp, vt, tp, tt, names, {"m": ["melanoma"]})

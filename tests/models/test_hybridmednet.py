@@ -39,3 +39,11 @@ def test_the_fine_logits_start_as_the_plain_head_and_learn_the_coarse_term():
     with torch.no_grad():
         head.coarse_to_fine.weight.fill_(1.0)
     assert not torch.allclose(head(fmap)[0], head.base.classify(emb))
+
+
+def test_a_one_branch_checkpoint_from_before_the_branch_was_dropped_still_loads():
+    old = create_model("hybridmednet_small28", 3, 3, fusion="sum")  # held both branches
+    new = create_model("hybridmednet_small28", 3, 3, fusion="global")
+    state = {k: v for k, v in old.state_dict().items() if not k.startswith("stem.fusion")}
+    missing, unexpected = new.load_state_dict(state, strict=False)
+    assert not unexpected and not [k for k in missing if k.startswith("stem.")]

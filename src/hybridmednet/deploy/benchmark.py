@@ -64,8 +64,8 @@ def _worker(kind: str, target: str, iters: int, threads: int) -> dict:
         from hybridmednet.engine.run import Run
         from hybridmednet.output import LogitsOnly
 
-        torch.set_num_threads(threads)
         run = Run.load(target, device="cpu")
+        torch.set_num_threads(threads)  # after loading: the run's train.threads must not override the benchmark's
         module = LogitsOnly(run.cpu_float_model()).eval()
         p = run.preprocessing
 

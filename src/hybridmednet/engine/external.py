@@ -127,7 +127,8 @@ def external_evaluate(run_path: str | Path, data: str, *, class_map: list[str] |
     else:
         shift["note"] = f"no calibration.json for this checkpoint; run `hybridmednet report {run.path}` for the temperature"
     points = operating_points(val_probs, val.targets, probs, targets, run.class_names, multilabel=False,
-                              sensitivity_target=cfg.eval.sensitivity_target, n_bootstrap=n_boot, seed=cfg.seed)
+                              sensitivity_target=cfg.eval.sensitivity_target, n_bootstrap=n_boot, seed=cfg.seed,
+                              test_groups=table.groups)
     points["reported_on"] = "external data"
     result |= {"data": str(data), "data_source": table.source, "split": split, "n": len(targets),
                "n_skipped": len(skipped), "class_mapping": {n: run.class_names[k] for n, k in zip(table.class_names, mapping)},

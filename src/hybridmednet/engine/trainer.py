@@ -106,13 +106,27 @@ def check_monitor(monitor: str, multilabel: bool) -> None:
                           f"{', '.join(MONITORS[multilabel])}")
 
 
+def check_risk_groups(risk_groups: dict[str, list[str]] | None, class_names: list[str]) -> None:
+    """eval.risk_groups must name classes of the data: checked before training, not at report time."""
+    for group, members in (risk_groups or {}).items():
+        unknown = [m for m in members if m not in class_names]
+        if unknown:
+            raise ConfigError(f"eval.risk_groups.{group}: {unknown} are not classes of the data; classes: "
+                              f"{', '.join(class_names)}")
+
+
 # keys that may differ on --resume: where the run lives, a longer schedule, settings read only after training
-RESUME_MAY_CHANGE = ("output_dir", "train.epochs", "train.log_every", "eval.n_bootstrap", "eval.subgroups", "eval.sensitivity_target")
+RESUME_MAY_CHANGE = ("output_dir", "train.epochs", "train.log_every", "eval.n_bootstrap", "eval.subgroups",
+                     "eval.sensitivity_target", "eval.conformal", "eval.risk_groups", "eval.risk_sensitivity")
 
 
 def refuse_changed_config(saved: dict, cfg: ExperimentConfig, run_path: Path) -> None:
     """``--resume`` continues the run the checkpoint belongs to; a changed lr, augmentation, split
     or model would silently train a hybrid of two experiments, so it is refused, naming the keys."""
+    try:  # the saved config through today's schema, so keys added since (with defaults) are no difference
+        saved = ExperimentConfig.model_validate(saved).model_dump(mode="json")
+    except ValueError:
+        pass  # a config today's schema refuses: compare it as stored (every such key counts as changed)
     changed = [k for k in config_differences(saved, cfg.model_dump(mode="json"))
                if not k.startswith(RESUME_MAY_CHANGE)]
     if cfg.train.epochs < saved["train"]["epochs"]:
@@ -193,6 +207,7 @@ class Trainer:
             resumed_spec = last.get("clinical_spec")
         data = prepare_data(cfg.data, clinical_spec=resumed_spec)
         check_monitor(cfg.train.monitor, data.multilabel)
+        check_risk_groups(cfg.eval.risk_groups, data.class_names)
         if rt.is_main:
             save_config(cfg, self.run.config_file)
             self._write_data_summary(data)

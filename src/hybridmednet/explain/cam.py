@@ -24,6 +24,7 @@ from torch import nn
 
 from hybridmednet.errors import ConfigError
 from hybridmednet.explain.targets import find_target
+from hybridmednet.output import LogitsOnly
 
 CAM_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "scorecam": "ScoreCAM",
                "eigencam": "EigenCAM"}
@@ -90,7 +91,8 @@ def compute_cam(model: nn.Module, images_uint8: np.ndarray, *, mean, std, method
 def _library_cam(model, x, method, target_classes) -> np.ndarray:
     cam_cls = getattr(_grad_cam(), CAM_METHODS[method])
     target = find_target(model, tuple(x.shape[1:]))
-    cam = cam_cls(model=model, target_layers=[target.layer], reshape_transform=target.reshape_transform)
+    # pytorch-grad-cam reads a logits tensor; our models return ModelOutput (LogitsOnly unwraps it)
+    cam = cam_cls(model=LogitsOnly(model).eval(), target_layers=[target.layer], reshape_transform=target.reshape_transform)
     try:
         maps = cam(input_tensor=x, targets=_targets(target_classes, len(x)))
         h, w = cam.activations_and_grads.activations[0].shape[-2:]

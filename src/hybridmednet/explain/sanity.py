@@ -26,6 +26,7 @@ from torch import nn
 
 from hybridmednet.data.preprocess import normalize_batch
 from hybridmednet.explain.cam import compute_cam
+from hybridmednet.output import as_output
 
 PASS_THRESHOLD = 0.5
 
@@ -49,7 +50,7 @@ def randomization_check(model: nn.Module, images: np.ndarray, *, mean, std, meth
     x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).to(next(model.parameters()).device)
     was_training = model.training
     with torch.no_grad():
-        targets = model.eval()(normalize_batch(x, mean, std)).argmax(1).cpu().numpy()
+        targets = as_output(model.eval()(normalize_batch(x, mean, std))).logits.argmax(1).cpu().numpy()
     model.train(was_training)
     trained = compute_cam(model, images, mean=mean, std=std, method=method, target_classes=targets)
     random_model = randomize_parameters(model, seed).eval()

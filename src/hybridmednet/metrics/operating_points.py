@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_curve
 
+from hybridmednet.errors import ConfigError
 from hybridmednet.metrics.bootstrap import bootstrap_ci
 
 _POINT = ("sensitivity", "specificity", "ppv", "npv")
@@ -92,7 +93,7 @@ def group_operating_points(val_probs, val_targets, test_probs, test_targets, cla
     for group, members in risk_groups.items():
         unknown = [m for m in members if m not in index]
         if unknown:
-            raise ValueError(f"eval.risk_groups.{group}: {unknown} are not classes of the model ({class_names})")
+            raise ConfigError(f"eval.risk_groups.{group}: {unknown} are not classes of the model ({class_names})")
         cols = [index[m] for m in members]
         v_score, t_score = np.asarray(val_probs)[:, cols].sum(axis=1), np.asarray(test_probs)[:, cols].sum(axis=1)
         v_label = np.isin(np.asarray(val_targets), cols).astype(np.int64)
@@ -109,7 +110,7 @@ def group_operating_points(val_probs, val_targets, test_probs, test_targets, cla
 
 
 def operating_points(val_probs, val_targets, test_probs, test_targets, class_names, *, multilabel: bool,
-                     sensitivity_target: float = 0.95, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+                     sensitivity_target: float = 0.95, n_bootstrap: int = 1000, seed: int = 0, test_groups=None) -> dict:
     """Youden and fixed-sensitivity thresholds chosen on val, evaluated on test, per positive class.
 
     Which columns get operating points: binary single-label -> the positive class (index 1) only;
@@ -122,6 +123,7 @@ def operating_points(val_probs, val_targets, test_probs, test_targets, class_nam
     "reported_on": "test", "per_class": {name: {"youden": R, "fixed_sensitivity": R}}}`` where
     R = ``{"threshold", "val": point metrics on val, "test": evaluate_operating_point(...) on test}``.
     A class whose val (or test) lacks positives or negatives gets ``{"skipped": reason}``.
+    ``test_groups`` (patient/lesion ids of the test cases) makes the test intervals a cluster bootstrap.
     """
     vp, tp_ = np.asarray(val_probs, dtype=np.float64), np.asarray(test_probs, dtype=np.float64)
     vt, tt = np.asarray(val_targets), np.asarray(test_targets)
@@ -146,7 +148,8 @@ def operating_points(val_probs, val_targets, test_probs, test_targets, class_nam
                  "fixed_sensitivity": threshold_for_sensitivity(vp[:, k], vlab[:, k], sensitivity_target)}
         per_class[name] = {
             rule: {"threshold": t, "val": _point(vp[:, k], vlab[:, k], t),
-                   "test": evaluate_operating_point(tp_[:, k], tlab[:, k], t, n_bootstrap=n_bootstrap, seed=seed)}
+                   "test": evaluate_operating_point(tp_[:, k], tlab[:, k], t, n_bootstrap=n_bootstrap, seed=seed,
+                                                    groups=test_groups)}
             for rule, t in rules.items()
         }
     return {"mode": mode, "sensitivity_target": float(sensitivity_target), "chosen_on": "val",

@@ -58,6 +58,15 @@ class HybridStem(nn.Module):
             self.local_branch = nn.Sequential(*local)
         self.fusion = AdaptiveFusion(width, num_inputs=2) if fusion == "adaptive" else None
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints of one-branch ablations written before only the used branch was built hold the
+        # unused branch's (untrained, never-used) weights: skip them rather than refuse the run
+        for branch in ("global_branch", "local_branch"):
+            if getattr(self, branch) is None:
+                for key in [k for k in state_dict if k.startswith(f"{prefix}{branch}.")]:
+                    state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (fused map, local texture map)."""
         if self.fusion_mode == "global":

@@ -131,7 +131,8 @@ def analyse_run(run_path: str | Path, *, n_bootstrap: int | None = None, subgrou
     if conformal is not None:  # what predict needs to build the same sets for new cases
         record["conformal"] = {k: conformal[k] for k in ("alpha", "method", "mondrian")} | conformal["_calibration"]
     points = operating_points(val_probs, val.targets, test_probs, test.targets, names, multilabel=multilabel,
-                              sensitivity_target=cfg.eval.sensitivity_target, n_bootstrap=n_boot, seed=cfg.seed)
+                              sensitivity_target=cfg.eval.sensitivity_target, n_bootstrap=n_boot, seed=cfg.seed,
+                              test_groups=test.groups)
     risk = None
     if cfg.eval.risk_groups and not multilabel:
         risk = group_operating_points(val_probs, val.targets, test_probs, test.targets, names, cfg.eval.risk_groups,
