@@ -90,10 +90,17 @@ def test_modality_dropout_only_while_training():
 @pytest.mark.parametrize("fusion", ["cross_attention", "multi_level"])
 def test_any_image_backbone(backbone, size, fusion):
     pytest.importorskip("timm")
+    torch.manual_seed(0)
     model = build(fusion, "frozen", backbone=backbone, size=size)
-    out = model(torch.randn(2, 3, size, size), **clinical_batch(SPECS["frozen"], b=2))
-    assert out.logits.shape == (2, 3)
+    x, clinical = torch.randn(2, 3, size, size), clinical_batch(SPECS["frozen"], b=2, present=(1, 1))
+    out = model(x, **clinical)
+    assert out.logits.shape == (2, 3) and torch.isfinite(out.logits).all()
     out.logits.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.image.parameters())  # the image is read
+    model.eval()
+    with torch.no_grad():  # and so is the text: removing it changes the prediction
+        without = model(x, **clinical | {"clinical_present": torch.zeros(2)}).logits
+        assert not torch.allclose(model(x, **clinical).logits, without)
 
 
 def test_ema_copy_of_multi_level_model_keeps_its_own_stage_outputs():
