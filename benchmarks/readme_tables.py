@@ -23,7 +23,11 @@ COLUMNS = [("test_acc", "test ACC"), ("test_acc_std", "ACC std"), ("gap_test_acc
            ("train_img_s", "train img/s"), ("time_to_best_s", "time to best (s)"), ("sparsity", "sparsity"), ("size_mb", "file MB"),
            ("latency_ms_p50", "b1 p50 ms"), ("latency_ms_p95", "b1 p95 ms"), ("throughput_b64_img_s", "b64 img/s"),
            ("peak_rss_mb", "peak MB"), ("test_acc_diff", "ACC gain"), ("test_balanced_acc_diff", "bal. ACC gain"),
-           ("test_macro_f1_diff", "macro-F1 gain"), ("test_auc_diff", "AUC gain"), ("mcnemar_p_max", "McNemar p, worst seed")]
+           ("test_macro_f1_diff", "macro-F1 gain"), ("test_auc_diff", "AUC gain"), ("mcnemar_p_max", "McNemar p, worst seed"),
+           ("ci_width_acc", "ACC CI width"), ("ci_width_auc", "AUC CI width"), ("test_ece", "ECE"),
+           ("test_ece_after_temperature", "ECE after val temperature"),
+           ("test_sensitivity_at_val_threshold", "sensitivity at val threshold"),
+           ("test_specificity_at_val_threshold", "specificity at val threshold")]
 
 
 def fmt(value, ci=None, key: str = "") -> str:
