@@ -44,7 +44,8 @@ def test_every_committed_row_carries_its_own_provenance():
 def test_seed_mean_interval_from_kept_predictions(tmp_path, monkeypatch):
     import numpy as np
 
-    from hybridmednet.engine.evaluate import write_predictions
+    from hybridmednet.engine.evaluate import record_evaluation, write_predictions
+    from hybridmednet.engine.run_dir import RunDir
 
     results = tmp_path / "benchmarks" / "results"
     (results / "predictions").mkdir(parents=True)
@@ -55,11 +56,27 @@ def test_seed_mean_interval_from_kept_predictions(tmp_path, monkeypatch):
     for seed in range(3):
         probs = np.clip(np.eye(2)[targets] * 0.6 + rng.random((80, 2)) * 0.4, 1e-3, None)
         run = tmp_path / f"run{seed}"
-        run.mkdir()
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "best.json").write_text(json.dumps({"weights_sha256": f"sha{seed}"}))
         write_predictions(run / "predictions_test.csv", [f"c{i}" for i in range(80)], probs / probs.sum(1, keepdims=True),
                           targets, ["a", "b"], False, groups=[f"p{i // 2}" for i in range(80)])
+        record_evaluation(RunDir(run), "test", {"split": "test"}, run / "predictions_test.csv", f"sha{seed}")
         files.append(_common.keep_predictions(run, f"x_seed{seed}"))
     out = _common.seed_mean_interval(files, ["a", "b"], n_resamples=100)
     assert "seed-mean cluster percentile bootstrap over 40 groups" in out["ci_method"]
     for name, (lo, hi) in out["ci95"].items():
         assert lo <= out["point"][name] <= hi
+
+
+def test_kept_predictions_must_belong_to_the_current_checkpoint(tmp_path, monkeypatch):
+    import pytest
+
+    from hybridmednet.errors import DataError
+
+    monkeypatch.setattr(_common, "RESULTS", tmp_path / "benchmarks" / "results")
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.json").write_text(json.dumps({"weights_sha256": "new"}))
+    (run / "predictions_test.csv").write_text("id,target,prob_a\n")
+    with pytest.raises(DataError, match="no 'test' entry for the run's best checkpoint"):
+        _common.keep_predictions(run, "stale")
