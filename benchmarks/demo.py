@@ -50,13 +50,23 @@ def main() -> None:
                 "train_img_s": summary["train_img_s_median"], "epochs_run": summary["epochs_run"], "best_epoch": summary["best_epoch"],
                 "train_wall_s": summary["wall_s"], "test_ece_calibrated": report["calibration"]["test_after"]["ece"]}
     ci = {f"test_{k}": v for k, v in result["ci95"].items()}
+    malignant = (report.get("risk_groups") or {}).get("malignant")
+    if malignant and "test" in malignant:  # the figure a clinician asks for first, at the val-chosen threshold
+        headline |= {"test_malignant_sensitivity": malignant["test"]["sensitivity"],
+                     "test_malignant_specificity": malignant["test"]["specificity"]}
+        ci |= {f"test_malignant_{k}": malignant["test"]["ci95"][k] for k in ("sensitivity", "specificity")}
+    if report.get("conformal"):
+        headline |= {"conformal_coverage": report["conformal"]["test"]["coverage"],
+                     "conformal_mean_set_size": report["conformal"]["test"]["mean_set_size"]}
     payload = {"benchmark": "demo", "dataset": "dermamnist (re-rendered)", "image_size": 28, "model": cfg.model.name,
                "seed": cfg.seed, "config": cfg.model_dump(mode="json"), "wall_s": round(wall, 1), "metrics": headline,
-               "ci95": ci, "test_metrics": m, "calibration": report["calibration"], "epochs": epochs,
+               "ci95": ci, "ci_method": result["ci_method"], "test_metrics": m, "calibration": report["calibration"],
+               "risk_groups": report.get("risk_groups"), "conformal": report.get("conformal"), "epochs": epochs,
                **origin, "data_sha256": provenance([data_file])["data_sha256"]}
     path = write_results("demo_dermamnist", payload, [{
         "benchmark": "demo", "dataset": "dermamnist (re-rendered)", "image_size": 28, "model": cfg.model.name,
-        "variant": "default recipe", "seeds": [cfg.seed], "metrics": headline, "ci": ci, "wall_s": round(wall, 1)}])
+        "variant": "default recipe", "seeds": [cfg.seed], "metrics": headline, "ci": ci, "ci_method": result["ci_method"],
+        "wall_s": round(wall, 1)}])
     print(f"test acc {m['acc']:.4f} auc {m['auc']:.4f}; {wall:.0f} s; wrote {path}")
 
 

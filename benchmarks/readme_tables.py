@@ -27,7 +27,10 @@ COLUMNS = [("test_acc", "test ACC"), ("test_acc_std", "ACC std"), ("gap_test_acc
            ("ci_width_acc", "ACC CI width"), ("ci_width_auc", "AUC CI width"), ("test_ece", "ECE"),
            ("test_ece_after_temperature", "ECE after val temperature"),
            ("test_sensitivity_at_val_threshold", "sensitivity at val threshold"),
-           ("test_specificity_at_val_threshold", "specificity at val threshold")]
+           ("test_specificity_at_val_threshold", "specificity at val threshold"),
+           ("test_malignant_sensitivity", "malignant sensitivity (val threshold)"),
+           ("test_malignant_specificity", "malignant specificity"), ("conformal_coverage", "conformal coverage"),
+           ("conformal_mean_set_size", "mean set size")]
 
 
 def fmt(value, ci=None, key: str = "") -> str:
