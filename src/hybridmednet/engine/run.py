@@ -14,7 +14,7 @@ tells a reader whether such a record still describes this checkpoint.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -45,7 +45,6 @@ class Run:
     meta: dict  # the checkpoint's JSON: class names, preprocessing, clinical spec, sha256 ...
     runtime: Runtime
     precision: str = "fp32"
-    _calibration: dict | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ loading
     @classmethod
