@@ -21,7 +21,8 @@ SIZES = (28, 64, 128)
 SAMPLE = 24  # images opened to infer channels and size
 
 
-def _source_for(path: Path) -> dict:
+def source_for_path(path: Path) -> dict:
+    """The ``data.source`` section for a folder, a CSV or a MedMNIST-layout npz (also external validation's)."""
     if path.is_dir():
         return {"kind": "folder", "root": str(path)}
     if path.suffix.lower() == ".csv":
@@ -54,7 +55,7 @@ def infer_config(path: str | Path, name: str | None = None) -> tuple[dict, list[
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise DataError(f"--data {path}: not found")
-    source = _source_for(path)
+    source = source_for_path(path)
     table = build_table(DataConfig.model_validate({"source": source}).source)
     if len(table.class_names) < 2:
         raise DataError(f"--data {path}: one class ({table.class_names}) found; a classifier needs at least two")

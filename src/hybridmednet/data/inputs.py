@@ -64,27 +64,24 @@ def load_inputs(paths: list[str], preprocessing: dict, *, skip_bad: bool = False
 
 def write_predictions_csv(out_csv: str | Path, kept: list[str], probs: np.ndarray, uncertainty: np.ndarray,
                           class_names: list[str], multilabel: bool, *, threshold: float | None = None,
-                          failed: list[tuple[str, str]] = (), sets: np.ndarray | None = None,
-                          extra: dict[str, list] | None = None) -> dict:
+                          failed: list[tuple[str, str]] = (), extra: dict[str, list] | None = None) -> dict:
     """One row per image: ``prob_<class>``, the predicted label(s), normalised entropy, whether the
-    case was held back (``threshold`` given), the conformal prediction set (``sets``, boolean (N, C),
-    ``|``-joined class names), any ``extra`` columns (name -> one value per kept image) and, for
-    unreadable files, the reason. Returns the counts."""
+    case was held back (``threshold`` given), any ``extra`` columns (name -> one value per kept image:
+    the conformal set, risk-group flags) and, for unreadable files, the reason. Returns the counts."""
     extra = extra or {}
 
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="") as handle:
             out = csv.writer(handle)
-            added = (["conformal_set"] if sets is not None else []) + list(extra)
+            added = list(extra)
             out.writerow(["path"] + [f"prob_{c}" for c in class_names] + ["predicted", "uncertainty", "abstained"]
                          + added + ["error"])
             for i, (path, row, unc) in enumerate(zip(kept, probs, uncertainty)):
                 pred = ("|".join(c for c, p in zip(class_names, row) if p >= 0.5) if multilabel
                         else class_names[int(np.argmax(row))])
                 held = "" if threshold is None else str(bool(unc > threshold)).lower()
-                members = ["|".join(c for c, inside in zip(class_names, sets[i]) if inside)] if sets is not None else []
                 values = [extra[name][i] for name in extra]
-                out.writerow([path] + [f"{p:.6f}" for p in row] + [pred, f"{unc:.4f}", held] + members + values + [""])
+                out.writerow([path] + [f"{p:.6f}" for p in row] + [pred, f"{unc:.4f}", held] + values + [""])
             for path, reason in failed:
                 out.writerow([path] + [""] * len(class_names) + ["", "", ""] + [""] * len(added) + [reason])
 
@@ -92,6 +89,4 @@ def write_predictions_csv(out_csv: str | Path, kept: list[str], probs: np.ndarra
     result = {"n_predicted": len(kept), "n_skipped": len(failed), "out": str(out_csv)}
     if threshold is not None:
         result["n_abstained"] = int((np.asarray(uncertainty) > threshold).sum())
-    if sets is not None:
-        result["mean_set_size"] = float(np.asarray(sets).sum(axis=1).mean()) if len(kept) else None
     return result

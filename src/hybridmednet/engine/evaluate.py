@@ -91,7 +91,6 @@ def evaluate_run(run_path: str | Path, split: str = "test", *, n_bootstrap: int 
     checkpoint's sha256 and the sha256 of the predictions CSV written beside it; entries computed
     from an earlier checkpoint of the run (before ``train --overwrite`` or ``--resume``) are dropped."""
     run = Run.load(run_path, device=device, precision=precision)
-    cfg = run.config
     data = run.prepare((split,))
     part = data.splits[split]
     key = split
@@ -101,12 +100,21 @@ def evaluate_run(run_path: str | Path, split: str = "test", *, n_bootstrap: int 
         part.clinical = part.clinical | {"clinical_present": np.zeros_like(part.clinical["clinical_present"])}
         key = f"{split}_without_clinical"
     probs = run.predict(part.images, part.clinical)
+    return score_split(run, part, probs, split, key=key, source=data.source, n_bootstrap=n_bootstrap)
+
+
+def score_split(run: Run, part, probs: np.ndarray, split: str, *, key: str | None = None, source: str = "",
+                n_bootstrap: int | None = None) -> dict:
+    """Metrics with intervals of ``probs`` on ``part`` (cluster bootstrap when it has group ids), the
+    predictions CSV, and the ``metrics.json[key]`` entry: for callers that already predicted the split
+    (the report), so the model is not loaded and run again."""
+    cfg, key = run.config, key or split
     n_boot = cfg.eval.n_bootstrap if n_bootstrap is None else n_bootstrap
-    result = compute_metrics(probs, part.targets, data.class_names, multilabel=data.multilabel,
+    result = compute_metrics(probs, part.targets, run.class_names, multilabel=run.multilabel,
                              n_bootstrap=n_boot, seed=cfg.seed, groups=part.groups)  # groups: a cluster bootstrap
     predictions = run.path / f"predictions_{key}.csv"
-    write_predictions(predictions, part.ids, probs, part.targets, data.class_names, data.multilabel, groups=part.groups)
-    result.update(split=split, n=len(part), data_source=data.source, model=cfg.model.name, checkpoint=run.provenance(),
+    write_predictions(predictions, part.ids, probs, part.targets, run.class_names, run.multilabel, groups=part.groups)
+    result.update(split=split, n=len(part), data_source=source, model=cfg.model.name, checkpoint=run.provenance(),
                   git_commit=git_commit(), evaluated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     return record_evaluation(run.dir, key, result, predictions, run.checkpoint_sha256)
 

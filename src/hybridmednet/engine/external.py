@@ -39,7 +39,7 @@ def _source(spec: str, run: Run):
     """A data config's source (YAML file or preset) or a folder / CSV / npz path."""
     from hybridmednet.config.loader import load_config
     from hybridmednet.config.schema import DataConfig
-    from hybridmednet.data.infer import _source_for
+    from hybridmednet.data.infer import source_for_path
     from hybridmednet.paths import resolve_config_path
 
     path = resolve_config_path(spec)
@@ -48,7 +48,7 @@ def _source(spec: str, run: Run):
     path = Path(spec).expanduser().resolve()
     if not path.exists():
         raise DataError(f"--data {spec}: not found; give a data config (YAML or preset), an image folder, a CSV or an npz")
-    source = _source_for(path)
+    source = source_for_path(path)
     if source["kind"] == "csv":  # ISIC-style ground truth: image,MEL,NV,... one-hot columns
         import pandas as pd
 
@@ -87,9 +87,9 @@ def external_evaluate(run_path: str | Path, data: str, *, class_map: list[str] |
     from hybridmednet.data.materialize import materialize
     from hybridmednet.data.sources import build_table
     from hybridmednet.metrics import compute_metrics
-    from hybridmednet.metrics.calibration import expected_calibration_error, logits_from_probs
+    from hybridmednet.engine.predict import uncertainty_columns
+    from hybridmednet.metrics.calibration import expected_calibration_error
     from hybridmednet.metrics.operating_points import operating_points
-    from hybridmednet.utils.probability import probabilities
 
     run = Run.load(run_path, device=device)
     if run.multilabel or run.clinical_spec:
@@ -121,7 +121,7 @@ def external_evaluate(run_path: str | Path, data: str, *, class_map: list[str] |
     val_probs = run.predict(val.images, val.clinical)
     shift = {"ece_raw": expected_calibration_error(probs, targets)}
     if run.calibration is not None:
-        calibrated = probabilities(logits_from_probs(probs, False), False, run.calibration["temperature"])
+        calibrated, _ = uncertainty_columns(probs, run.calibration, False)  # predict's temperature scaling
         shift |= {"temperature": run.calibration["temperature"], "ece_after_val_temperature":
                   expected_calibration_error(calibrated, targets)}
     else:

@@ -102,8 +102,12 @@ def predict_files(run_path: str | Path, inputs: list[str], out_csv: str | Path, 
         raw = run.predict(images, extras)
         probs, uncertainty = uncertainty_columns(raw, calibration, run.multilabel)
     threshold = calibration["abstain_threshold"] if (abstain and calibration) else None
+    extra = risk_group_columns(calibration, raw, class_names)
     sets = conformal_sets(calibration, probs) if len(images) else None
+    if sets is not None:
+        extra = {"conformal_set": ["|".join(c for c, inside in zip(class_names, row) if inside) for row in sets]} | extra
     summary = write_predictions_csv(out_csv, kept, probs, uncertainty, class_names, run.multilabel,
-                                    threshold=threshold, failed=failed, sets=sets,
-                                    extra=risk_group_columns(calibration, raw, class_names))
+                                    threshold=threshold, failed=failed, extra=extra)
+    if sets is not None:
+        summary["mean_set_size"] = float(sets.sum(axis=1).mean())
     return summary | {"checkpoint_sha256": run.checkpoint_sha256, "calibrated": calibration is not None}

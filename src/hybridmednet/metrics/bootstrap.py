@@ -114,6 +114,17 @@ def bootstrap_ci(
     return out
 
 
+def seed_mean(metric_fn: Callable[[np.ndarray, np.ndarray], dict[str, float]], runs, targets) -> dict[str, float]:
+    """Each metric averaged over seeds: ``metric_fn`` on every run's (N, C) probabilities."""
+    rows = [metric_fn(r, targets) for r in runs]
+    return {name: float(np.mean([r[name] for r in rows])) for name in rows[0]}
+
+
+def split_runs(stacked: np.ndarray, n_classes: int) -> list[np.ndarray]:
+    """(N, k * C) seeds side by side (so one bootstrap draw resamples them together) -> k (N, C) arrays."""
+    return [stacked[:, k * n_classes:(k + 1) * n_classes] for k in range(stacked.shape[1] // n_classes)]
+
+
 def seed_mean_ci(metric_fn: Callable[[np.ndarray, np.ndarray], dict[str, float]], runs, targets, *,
                  n_resamples: int = 1000, seed: int = 0, stratify: bool = True, groups=None) -> dict:
     """The interval of a metric's mean over seeds: cases (or groups) are resampled once per draw and
@@ -127,13 +138,9 @@ def seed_mean_ci(metric_fn: Callable[[np.ndarray, np.ndarray], dict[str, float]]
     c = runs[0].shape[1]
     stacked = np.concatenate(runs, axis=1)
 
-    def mean_over_seeds(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
-        rows = [metric_fn(p[:, k * c:(k + 1) * c], t) for k in range(len(runs))]
-        return {name: float(np.mean([r[name] for r in rows])) for name in rows[0]}
-
     per_seed = [metric_fn(r, np.asarray(targets)) for r in runs]
-    point = {name: float(np.mean([r[name] for r in per_seed])) for name in per_seed[0]}
+    point = seed_mean(metric_fn, runs, np.asarray(targets))
     std = {name: float(np.std([r[name] for r in per_seed], ddof=1)) if len(runs) > 1 else 0.0 for name in per_seed[0]}
-    ci = bootstrap_ci(mean_over_seeds, stacked, targets, n_resamples=n_resamples, seed=seed, stratify=stratify,
+    ci = bootstrap_ci(lambda p, t: seed_mean(metric_fn, split_runs(p, c), t), stacked, targets, n_resamples=n_resamples, seed=seed, stratify=stratify,
                       groups=groups)
     return {"point": point, "ci95": {k: list(v) for k, v in ci.items()}, "seed_std": std}

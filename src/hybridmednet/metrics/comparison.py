@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hybridmednet.metrics.bootstrap import bootstrap_ci, cluster_members, interval_method
+from hybridmednet.metrics.bootstrap import bootstrap_ci, cluster_members, interval_method, seed_mean, split_runs
 from hybridmednet.metrics.classification import multi_label_headline, single_label_headline
 
 
@@ -76,17 +76,13 @@ def paired_difference(probs_a: Sequence[np.ndarray], probs_b: Sequence[np.ndarra
     headline = multi_label_headline if multilabel else single_label_headline
     c, n_a = a[0].shape[1], len(a)
 
-    def mean_headline(runs: list[np.ndarray], t: np.ndarray) -> dict[str, float]:
-        rows = [headline(p, t) for p in runs]
-        return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-
     def difference(stacked: np.ndarray, t: np.ndarray) -> dict[str, float]:
-        runs = [stacked[:, k * c:(k + 1) * c] for k in range(stacked.shape[1] // c)]
-        mean_a, mean_b = mean_headline(runs[:n_a], t), mean_headline(runs[n_a:], t)
+        runs = split_runs(stacked, c)
+        mean_a, mean_b = seed_mean(headline, runs[:n_a], t), seed_mean(headline, runs[n_a:], t)
         return {k: mean_b[k] - mean_a[k] for k in mean_a}
 
     stacked = np.concatenate([*a, *b], axis=1)
-    mean_a, mean_b = mean_headline(a, targets), mean_headline(b, targets)
+    mean_a, mean_b = seed_mean(headline, a, targets), seed_mean(headline, b, targets)
     if groups is not None and all(g is None for g in groups):
         groups = None
     ci = bootstrap_ci(difference, stacked, targets, n_resamples=n_bootstrap, seed=seed, stratify=not multilabel,

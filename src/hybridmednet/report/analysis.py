@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hybridmednet.engine.evaluate import evaluate_run, read_metrics
+from hybridmednet.engine.evaluate import read_metrics, score_split
 from hybridmednet.engine.run import Run
 from hybridmednet.metrics.calibration import (
     TemperatureScaler,
@@ -67,12 +67,13 @@ def conformal_analysis(cfg, val_cal, val_targets, test_cal, test_targets, names:
     from hybridmednet.metrics.conformal import METHODS, ConformalSets, set_coverage
 
     c = cfg.eval.conformal
-    chosen = ConformalSets(c.alpha, c.method, mondrian=c.mondrian).fit(val_cal, val_targets)
-    table = {}
+    table, chosen = {}, None
     for method in METHODS:
         for mondrian in (False, True):
-            sets = ConformalSets(c.alpha, method, mondrian=mondrian).fit(val_cal, val_targets).predict(test_cal)
-            table[f"{method}{' (Mondrian)' if mondrian else ''}"] = set_coverage(sets, test_targets, names)
+            fitted = ConformalSets(c.alpha, method, mondrian=mondrian).fit(val_cal, val_targets)
+            table[f"{method}{' (Mondrian)' if mondrian else ''}"] = set_coverage(fitted.predict(test_cal), test_targets, names)
+            if (method, mondrian) == (c.method, c.mondrian):
+                chosen = fitted
     return {"alpha": c.alpha, "method": c.method, "mondrian": c.mondrian, "n_calibration": chosen.n_calibration,
             "calibrated_on": "val, temperature-scaled probabilities", "library": "crepes (non-smoothed p-values)",
             "test": table[f"{c.method}{' (Mondrian)' if c.mondrian else ''}"], "all_methods": table,
@@ -109,18 +110,14 @@ def analyse_run(run_path: str | Path, *, n_bootstrap: int | None = None, subgrou
     run = Run.load(run_path, device=device)
     cfg, meta = run.config, run.meta
     n_boot = cfg.eval.n_bootstrap if n_bootstrap is None else n_bootstrap
-    metrics = read_metrics(run.dir, run.checkpoint_sha256)  # only entries computed from this checkpoint
-    if "test" not in metrics:
-        metrics["test"] = evaluate_run(run.path, "test", n_bootstrap=n_boot, device=device)
     data = run.prepare(("val", "test"))
     val, test = data.splits["val"], data.splits["test"]
     multilabel, names = data.multilabel, data.class_names
     mean, std = run.preprocessing["mean"], run.preprocessing["std"]
-
-    def probs_of(part):
-        return run.predict(part.images, part.clinical)
-
-    val_probs, test_probs = probs_of(val), probs_of(test)
+    val_probs, test_probs = run.predict(val.images, val.clinical), run.predict(test.images, test.clinical)
+    metrics = read_metrics(run.dir, run.checkpoint_sha256)  # only entries computed from this checkpoint
+    if "test" not in metrics:  # scored from the predictions just made: no second model load or test pass
+        metrics["test"] = score_split(run, test, test_probs, "test", source=data.source, n_bootstrap=n_boot)
     calibration, scaler = calibrate(val_probs, val.targets, test_probs, test.targets, multilabel)
     val_cal = scaler.transform(logits_from_probs(val_probs, multilabel))
     test_cal = scaler.transform(logits_from_probs(test_probs, multilabel))
