@@ -146,12 +146,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def check_components(config: ExperimentConfig) -> None:
     """Names and free-form options of registered components, checked against their registries
     before any data is read: the model and its ``model.kwargs`` (head and head options too), the
-    loss and ``train.loss_kwargs``, and the multimodal fusion."""
+    loss and ``train.loss_kwargs``, the distillers and their options, and the multimodal fusion."""
     from hybridmednet.losses import check_loss
     from hybridmednet.models._factory import check_model_options
 
     check_model_options(config.model.name, config.model.kwargs)
     check_loss(config.train.loss, config.train.loss_kwargs)
+    if config.train.distill is not None:
+        from hybridmednet.losses.distill import check_distiller
+
+        for i, method in enumerate(config.train.distill.methods):
+            check_distiller(method.name, method.options, f"train.distill.methods[{i}]")
     if config.model.multimodal is not None and config.model.multimodal.fusion != "multi_level":
         from hybridmednet.layers.modality_fusion import FUSIONS
 

@@ -222,6 +222,48 @@ class PruneConfig(StrictModel):
     amount: float = Field(gt=0, lt=1, description="fraction of weights (magnitude) or channels (channel) removed")
 
 
+class DistillMethodConfig(BaseModel):
+    """One distiller: ``name`` (``losses/distill``), its ``weight``, and its own options inline
+    (``temperature: 4``, ``student_layer: stages.2`` ...), checked against the distiller's
+    signature when the config loads."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: str
+    weight: float = Field(1.0, ge=0, description="fixed weight (the initial one with learned_weights)")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DistillConfig(StrictModel):
+    """Train the student (this config's model) against a frozen teacher run or seed ensemble
+    (``engine/distill.py``). ``teacher_view: augmented``: the teacher reads the student's
+    augmented batch (same flips and crops), resized to its own image size and renormalised with
+    its own mean/std. ``clean``: the teacher's outputs on the un-augmented training images are
+    computed once and reused every epoch (cheaper; logit and embedding distillers only)."""
+
+    teacher: str | list[str] = Field(description="a trained run directory, or several (a seed ensemble)")
+    methods: list[DistillMethodConfig] = Field(min_length=1)
+    learned_weights: bool = Field(False, description="uncertainty weighting (Kendall et al.) of task + distill terms")
+    task_weight: float = Field(1.0, ge=0, description="weight of the task loss (CE ...) beside the distillers")
+    checkpoint: Literal["best", "last"] = "best"
+    teacher_view: Literal["augmented", "clean"] = "augmented"
+
+    @field_validator("teacher")
+    @classmethod
+    def _resolve(cls, value):
+        paths = [value] if isinstance(value, str) else value
+        if not paths:
+            raise ValueError("train.distill.teacher: name at least one run directory")
+        resolved = [resolve_path(p) for p in paths]
+        return resolved[0] if isinstance(value, str) else resolved
+
+    @property
+    def teachers(self) -> list[str]:
+        return [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)
+
+
 class TrainConfig(StrictModel):
     epochs: int = Field(30, ge=1)
     lr: float = Field(2e-3, gt=0)
@@ -247,6 +289,7 @@ class TrainConfig(StrictModel):
     log_every: int = Field(20, ge=1)
     prune: PruneConfig | None = None
     qat: bool = Field(False, description="quantization-aware fine-tuning (fake int8) of model.init_checkpoint")
+    distill: DistillConfig | None = None
 
 
 class SubgroupConfig(MetadataTableConfig):

@@ -13,8 +13,9 @@ from torch.utils.data import Dataset, Sampler
 
 class ArrayDataset(Dataset):
     def __init__(self, images: np.ndarray, targets: np.ndarray, transform=None, seed: int = 0,
-                 extras: dict[str, np.ndarray] | None = None):
+                 extras: dict[str, np.ndarray] | None = None, return_index: bool = False):
         self.images = images
+        self.return_index = return_index  # samples end with their index (cached per-sample targets)
         self.targets = torch.as_tensor(targets)
         self.extras = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in (extras or {}).items()}
         self.transform = transform
@@ -40,9 +41,10 @@ class ArrayDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image=image)["image"]
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        sample = (tensor, self.targets[index])
         if self.extras:  # clinical inputs of multimodal models, batched by the default collate
-            return tensor, self.targets[index], {k: v[index] for k, v in self.extras.items()}
-        return tensor, self.targets[index]
+            sample += ({k: v[index] for k, v in self.extras.items()},)
+        return sample + (index,) if self.return_index else sample
 
 
 def balanced_weights(targets: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ from hybridmednet.engine import checkpoint as ckpt
 from hybridmednet.engine.ema import build_ema
 from hybridmednet.engine.finetune import FreezeSchedule
 from hybridmednet.engine.inference import predict_arrays
-from hybridmednet.engine.optim import build_optimizer, build_scheduler
+from hybridmednet.engine.optim import build_optimizer, build_scheduler, param_groups
 from hybridmednet.engine.run_dir import (
     RunDir,
     adapt_for_run,
@@ -175,7 +175,9 @@ class Trainer:
     def _loader(self, data: PreparedData) -> DataLoader:
         d, train = self.cfg.data, data.splits["train"]
         transform = build_train_transform(d.augment, d.image_size, d.channels, self.cfg.seed)
-        self.dataset = ArrayDataset(train.images, train.targets, transform, seed=self.cfg.seed, extras=train.clinical)
+        distill = self.cfg.train.distill
+        self.dataset = ArrayDataset(train.images, train.targets, transform, seed=self.cfg.seed, extras=train.clinical,
+                                    return_index=distill is not None and distill.teacher_view == "clean")
         weights = balanced_weights(train.targets) if d.balanced_sampling else None
         self.sampler = EpochSampler(len(train), seed=self.cfg.seed, weights=weights,
                                     rank=self.rt.rank, world_size=self.rt.world_size)
@@ -236,10 +238,26 @@ class Trainer:
         if rt.distributed:
             model = nn.parallel.DistributedDataParallel(raw, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
         t = cfg.train
+        self.distill = None
+        if t.distill is not None:
+            from hybridmednet.engine.distill import build_distillation, check_same_teachers
+
+            self.distill = build_distillation(t.distill, raw, data, rt, self.mean, self.std, cfg.data.channels,
+                                              cfg.data.eval_batch_size)
+            if self.resume:
+                check_same_teachers(last.get("distill_teachers"), self.distill.teacher.record(), self.run.path)
+            log.info(f"distillation from {len(self.distill.teacher.runs)} teacher run(s) "
+                     f"({', '.join(r['model'] for r in self.distill.teacher.record())}): "
+                     f"{', '.join(f'{n} x{w:g}' for n, w in zip(self.distill.names, self.distill.weights))}"
+                     + (", learned weights" if t.distill.learned_weights else ""))
         self.loss_fn = build_loss(t.loss, multilabel=data.multilabel, label_smoothing=t.label_smoothing,
                                   class_counts=data.class_counts()["train"], **t.loss_kwargs).to(rt.device)
         self.task_loss = TaskLoss(self.loss_fn, self.fine_to_coarse, t.coarse_loss_weight, t.consistency_weight).to(rt.device)
         optimizer = build_optimizer(raw, t.lr, t.weight_decay, rt.device, t.backbone_lr_scale)
+        if self.distill is not None:  # adapters, projection heads, learned weights: trained with the student
+            for group in param_groups(self.distill, t.weight_decay):
+                if group["params"]:
+                    optimizer.add_param_group(group)
         self.freeze = None
         if t.freeze_backbone_epochs:
             if rt.distributed:
@@ -267,6 +285,7 @@ class Trainer:
             stop = False
             if rt.is_main:
                 row = self._validate_and_select(raw, ema, state, epoch, train_loss, img_s, optimizer)
+                row |= self._distill_row()
                 row["epoch_s"] = round(time.perf_counter() - epoch_start, 2)
                 self._append_csv(row)
                 state["epoch"] = epoch + 1
@@ -281,6 +300,9 @@ class Trainer:
                    "epochs_run": state["epoch"], "wall_s": round(time.perf_counter() - started, 1),
                    "train_img_s_median": float(np.median(throughput)) if throughput else None,
                    "parameters": n_params, "world_size": rt.world_size}
+        if self.distill is not None:
+            summary["distill"] = {"teachers": self.distill.teacher.record(), "methods": self.distill.names,
+                                  "weights": self.distill.weights, "learned_weights": self.distill.learned()}
         if rt.is_main:
             atomic_write_json(self.run.path / "train_summary.json", summary)
         if rt.distributed:
@@ -297,6 +319,7 @@ class Trainer:
             self.freeze.on_epoch_start(epoch)  # after train(): frozen BatchNorm stays in eval mode
         accum = t.accumulation_steps
         total_loss, seen, n_batches = 0.0, 0, len(loader)
+        self._distill_sums: dict[str, float] = {}
         bar = None
         if rt.is_main and not self.quiet and sys.stderr.isatty():
             from tqdm import tqdm
@@ -304,16 +327,22 @@ class Trainer:
             bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False, dynamic_ncols=True)
         start = time.perf_counter()
         for i, (images, targets, *extras) in enumerate(loader):
+            index = extras.pop() if self.dataset.return_index else None
             x = normalize_batch(images.to(rt.device, non_blocking=True), self.mean, self.std, channels_last=rt.channels_last)
             y = targets.to(rt.device, non_blocking=True)
             clinical = {k: v.to(rt.device, non_blocking=True) for k, v in extras[0].items()} if extras else {}
             sync = (i + 1) % accum == 0 or i + 1 == n_batches
             context = model.no_sync() if rt.distributed and not sync else nullcontext()
             with context:
-                with rt.autocast():
+                with rt.autocast(), (self.distill.capture() if self.distill is not None else nullcontext()):
                     out = as_output(model(x, **clinical))
                 aux = raw.aux_losses(out, y) if hasattr(raw, "aux_losses") else None
                 loss, _ = self.task_loss(out, y, aux)
+                if self.distill is not None:
+                    with rt.autocast():
+                        loss, parts = self.distill(loss, out, x, y, clinical, index)
+                    for name, value in parts.items():
+                        self._distill_sums[name] = self._distill_sums.get(name, 0.0) + value * len(y)
                 scaled = loss / accum
                 (scaler.scale(scaled) if scaler else scaled).backward()
             if sync:
@@ -333,10 +362,23 @@ class Trainer:
         if bar is not None:
             bar.close()
         elapsed = time.perf_counter() - start
+        self._distill_seen = max(seen, 1)
         return total_loss / max(seen, 1), seen * rt.world_size / max(elapsed, 1e-9)
+
+    def _distill_row(self) -> dict:
+        """The epoch's mean distillation terms (and learned weights) for metrics.csv."""
+        if self.distill is None:
+            return {}
+        row = {f"train_{n}": round(v / self._distill_seen, 5) for n, v in self._distill_sums.items()}
+        return row | {f"weight_{n}": round(w, 4) for n, w in self.distill.learned().items()}
 
     def _optimizer_step(self, raw, optimizer, scaler) -> None:
         clip = self.cfg.train.grad_clip
+        if self.distill is not None and self.rt.distributed:  # outside DDP's module: average their grads here
+            for p in self.distill.parameters():
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= self.rt.world_size
         if scaler is not None:
             if clip:
                 scaler.unscale_(optimizer)
@@ -418,7 +460,8 @@ class Trainer:
                 "clinical_spec": self.data.clinical_spec,
                 "multilabel": self.data.multilabel, "git_commit": git_commit(), "torch": torch.__version__,
                 "preprocessing": {"image_size": d.image_size, "channels": d.channels, "resize": d.resize,
-                                  "mean": self.mean, "std": self.std, "input": "uint8 RGB/grey, /255, (x-mean)/std"}}
+                                  "mean": self.mean, "std": self.std, "input": "uint8 RGB/grey, /255, (x-mean)/std"},
+                "distill_teachers": self.distill.teacher.record() if self.distill is not None else None}
 
     def _save_best(self, module: nn.Module, variant: str, metrics: dict, epoch: int) -> None:
         meta = dict(self._meta(), variant=variant, val_metrics={k: v for k, v in metrics.items() if not isinstance(v, (dict, list))})
@@ -428,6 +471,8 @@ class Trainer:
         tensors = {f"model.{k}": v for k, v in raw.state_dict().items()}
         if ema is not None:
             tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+        if self.distill is not None:
+            tensors.update({f"distill.{k}": v for k, v in self.distill.state_dict().items()})
         optim_tensors, optim_meta = ckpt.flatten_optimizer(optimizer.state_dict())
         rng_tensors, rng_meta = _rng_state()
         tensors.update(optim_tensors)
@@ -445,6 +490,8 @@ class Trainer:
         raw.load_state_dict(part("model."))
         if ema is not None:
             ema.load_state_dict(part("ema."))
+        if self.distill is not None:
+            self.distill.load_state_dict(part("distill."))
         optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, meta["optimizer"]))
         ckpt.match_parameter_layout(optimizer)
         scheduler.load_state_dict(meta["scheduler"])
