@@ -67,3 +67,18 @@ def test_train_takes_config_or_data_not_both(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--data", "x", "--config", "dermamnist"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_distill_trains_a_student_from_the_command_line(trained_run, tmp_path, capsys):
+    cfg = tiny_config(trained_run.parent.parent, tmp_path / "runs", epochs=1)
+    cfg["name"] = "student"
+    path = tmp_path / "student.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["distill", "--config", str(path), "--teacher", str(trained_run), "--method", "kd:temperature=2",
+                 "--method", "fitnet:weight=0.5,student_layer=stages.2", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["distill"]["methods"] == ["kd", "fitnet"] and summary["distill"]["weights"] == [1.0, 0.5]
+    saved = yaml.safe_load((tmp_path / "runs" / "student" / "config.yaml").read_text())
+    assert saved["train"]["distill"]["methods"][0] == {"name": "kd", "weight": 1.0, "temperature": 2}
+    assert main(["distill", "--config", str(path), "--teacher", str(trained_run), "--method", "kd:temperature"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err

@@ -51,6 +51,35 @@ def cmd_train(args) -> int:
     return 0
 
 
+def distill_override(teachers: list[str], methods: list[str], *, learned_weights: bool, teacher_view: str | None) -> str:
+    """``--teacher`` / ``--method kd:temperature=4,weight=1`` as one ``train.distill=...`` override,
+    so ``distill`` is ``train`` with that section (validated by the same config checks)."""
+    import yaml
+
+    parsed = []
+    for spec in methods:
+        name, _, rest = spec.partition(":")
+        entry = {"name": name.strip()}
+        for item in filter(None, (part.strip() for part in rest.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--method {spec!r}: options are KEY=VALUE pairs after the name, e.g. "
+                                  "fitnet:weight=0.5,student_layer=stages.2")
+            entry[key.strip()] = yaml.safe_load(value)
+        parsed.append(entry)
+    section = {"teacher": teachers[0] if len(teachers) == 1 else teachers, "methods": parsed,
+               "learned_weights": learned_weights}
+    if teacher_view:
+        section["teacher_view"] = teacher_view
+    return "train.distill=" + json.dumps(section)
+
+
+def cmd_distill(args) -> int:
+    args.set = [*(args.set or []), distill_override(args.teacher, args.method, learned_weights=args.learned_weights,
+                                                    teacher_view=args.teacher_view)]
+    return cmd_train(args)
+
+
 def cmd_evaluate(args) -> int:
     if args.data:
         if len(args.run) != 1 or args.tta or args.without_clinical:
@@ -241,6 +270,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("distill", help="train the config's model as a student of a trained teacher run (or seed ensemble)")
+    with_config(p, data=True)
+    p.add_argument("--teacher", action="append", required=True, metavar="RUN",
+                   help="trained run directory; repeat for a seed ensemble (mean of softened probabilities)")
+    p.add_argument("--method", action="append", required=True, metavar="NAME[:KEY=VALUE,...]",
+                   help="a distiller and its options, e.g. kd:temperature=4 or fitnet:weight=0.5,student_layer=stages.2; "
+                        "repeat to combine (kd, dkd, fitnet, at, rkd, crd)")
+    p.add_argument("--learned-weights", action="store_true", help="uncertainty-weight the task and distill terms")
+    p.add_argument("--teacher-view", choices=["augmented", "clean"], default=None,
+                   help="augmented (default): the teacher reads the student's augmented batch; clean: its outputs on "
+                        "the un-augmented training images, computed once")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("evaluate", help="evaluate a run's validation-selected checkpoint (several runs: their ensemble)")
     p.add_argument("run", nargs="+", help="run directories; with more than one, their probabilities are averaged")

@@ -1,0 +1,193 @@
+"""Knowledge distillation on DermaMNIST (re-rendered, official split, 28 px): a small_cnn student
+taught by a frozen teacher, against the same small_cnn trained from scratch.
+
+Protocol. Teacher: the seed ensemble (mean of softened probabilities) of the medmnist
+benchmark's default-recipe small_cnn runs (``benchmarks/medmnist.py --dataset dermamnist
+--keep-runs DIR``; its test ACC/AUC are measured here, without TTA, as the teacher row). Student
+from scratch: those same runs, the identical recipe, their kept test predictions. Each distilled
+student: the ``dermamnist`` preset plus ``train.distill`` (task CE + the distiller terms),
+checkpoint chosen on val, test read once. Logit and embedding distillers (KD, DKD, RKD, CRD) read
+the teacher's outputs on the clean training images, computed once (``teacher_view: clean``);
+feature-map distillers (FitNet, AT) need the teacher on the student's augmented view
+(``teacher_view: augmented``), which costs three teacher forward passes per step.
+
+``--plan kd@0,dkd@0,kd+fitnet@0,kd@1`` runs (method, seed) pairs in order, one at a time, and
+rewrites the results after each, so a plan cut short keeps what finished. Rows: intervals of the
+seed-averaged model from kept predictions; the paired difference to the scratch student
+(same cases, seed-averaged on both sides); parameters, GFLOPs, batch-1 ONNX latency of the
+student and the training time distillation adds (ratio to the scratch runs' median wall time).
+
+    python benchmarks/distill.py --teacher-runs /tmp/teachers --plan kd@0,dkd@0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, keep_predictions, provenance, seed_mean_interval, train_and_evaluate, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESET = ROOT / "configs" / "dermamnist.yaml"
+DATASET = "dermamnist (re-rendered)"
+SCRATCH = "medmnist_dermamnist_default_recipe"  # the results file of the scratch / teacher runs
+TARGET = {"test_acc": 0.80, "test_auc": 0.95}
+ANCHOR = ("mdistiller CIFAR-100 ResNet32x4 -> ResNet8x4: scratch 72.50, KD 73.33, FitNet 73.50, AT 73.44, RKD 71.90, "
+          "CRD 75.51, ReviewKD 75.63, DKD 76.32")
+# method -> (distillers, teacher view); weights beside the task CE (weight 1)
+METHODS = {
+    "kd": ([{"name": "kd", "temperature": 4}], "clean"),
+    "dkd": ([{"name": "dkd", "alpha": 1, "beta": 8, "temperature": 4}], "clean"),
+    "fitnet": ([{"name": "fitnet", "weight": 1}], "augmented"),
+    "at": ([{"name": "at", "weight": 1000, "student_layer": "stages.2", "teacher_layer": "stages.2"}], "augmented"),
+    "rkd": ([{"name": "rkd", "weight": 1}], "clean"),
+    "crd": ([{"name": "crd", "weight": 0.8}], "clean"),
+    "kd+fitnet": ([{"name": "kd", "temperature": 4}, {"name": "fitnet", "weight": 1}], "augmented"),
+    "kd+rkd": ([{"name": "kd", "temperature": 4}, {"name": "rkd", "weight": 1}], "clean"),
+    "fitnet+rkd": ([{"name": "fitnet", "weight": 1}, {"name": "rkd", "weight": 1}], "augmented"),
+    "learned:kd+dkd": ([{"name": "kd", "temperature": 4}, {"name": "dkd", "alpha": 1, "beta": 8, "temperature": 4}], "clean"),
+}
+KEYS = ("test_acc", "test_auc", "test_balanced_acc", "test_macro_f1")
+
+
+def describe(method: str) -> str:
+    distillers, view = METHODS[method]
+    terms = " + ".join(f"{d['name']}" + "".join(f" {k}={v}" for k, v in d.items() if k != "name") for d in distillers)
+    return f"{method}: CE + {terms}" + (", learned weights" if method.startswith("learned:") else "") + f", teacher view {view}"
+
+
+def distill_override(method: str, teachers: list[Path]) -> str:
+    distillers, view = METHODS[method]
+    section = {"teacher": [str(t) for t in teachers], "methods": distillers, "teacher_view": view,
+               "learned_weights": method.startswith("learned:")}
+    return "train.distill=" + json.dumps(section)
+
+
+def onnx_latency(run_dir: Path) -> float:
+    from hybridmednet.deploy.benchmark import measure
+    from hybridmednet.deploy.export import export_run
+
+    path = export_run(run_dir, "onnx")["path"]
+    return float(measure("onnx", path, iters=300, threads=1)["latency_ms_p50"])
+
+
+def scratch_side(teachers: list[Path]) -> dict:
+    payload = json.loads((RESULTS / f"{SCRATCH}.json").read_text())
+    return {"payload": payload, "predictions": payload["predictions"],
+            "wall_median_s": float(np.median([r["wall_s"] for r in payload["per_seed"]])), "teachers": teachers}
+
+
+def paired_to_scratch(files: list[str], scratch_files: list[str], class_names: list[str]) -> dict:
+    from hybridmednet.engine.evaluate import read_predictions
+    from hybridmednet.metrics.comparison import paired_difference
+
+    a = [read_predictions(ROOT / f, class_names, False) for f in scratch_files]
+    b = [read_predictions(ROOT / f, class_names, False) for f in files]
+    if any(x[0] != a[0][0] for x in a + b):
+        raise ValueError("the scratch and distilled predictions score other cases")
+    return paired_difference([p for _, p, _ in a], [p for _, p, _ in b], a[0][2], multilabel=False)
+
+
+def teacher_row(scratch: dict, class_names: list[str]) -> dict:
+    from hybridmednet.engine.ensemble import evaluate_ensemble
+
+    started = time.perf_counter()
+    result = evaluate_ensemble(scratch["teachers"], "test")
+    m = result["metrics"]
+    per_seed = scratch["payload"]["per_seed"]
+    return {"variant": f"teacher: {len(scratch['teachers'])}-seed small_cnn ensemble (no TTA)", "seeds": [r["seed"] for r in per_seed],
+            "metrics": {f"test_{k}": m[k] for k in ("acc", "auc", "balanced_acc", "macro_f1")}
+            | {"params_m": per_seed[0]["metrics"]["params_m"] * len(per_seed),
+               "gflops": per_seed[0]["metrics"]["gflops"] * len(per_seed)},
+            "ci": {f"test_{k}": v for k, v in result["ci95"].items()},
+            "ci_method": result["ci_method"] + " (of the ensemble's averaged predictions)",
+            "wall_s": round(sum(r["wall_s"] for r in per_seed) + time.perf_counter() - started, 1)}
+
+
+def method_row(method: str, done: list[dict], scratch: dict, class_names: list[str], latency: float | None) -> dict:
+    files = [d["predictions"] for d in done]
+    interval = seed_mean_interval(files, class_names)
+    paired = paired_to_scratch(files, scratch["predictions"], class_names)
+    metrics = {k: float(np.mean([d["metrics"][k] for d in done])) for k in KEYS}
+    if len(done) > 1:
+        metrics |= {f"{k}_std": float(np.std([d["metrics"][k] for d in done], ddof=1)) for k in ("test_acc", "test_auc")}
+    metrics |= {f"{k}_diff": paired["metrics"][k.removeprefix("test_")]["diff"] for k in ("test_acc", "test_auc")}
+    metrics |= {"params_m": done[0]["metrics"]["params_m"], "gflops": done[0]["metrics"]["gflops"],
+                "train_time_ratio": float(np.median([d["wall_s"] for d in done])) / scratch["wall_median_s"]}
+    metrics |= {f"gap_{k}": metrics[k] - t for k, t in TARGET.items()}
+    if latency is not None:
+        metrics["latency_ms_p50"] = latency
+    ci = {f"test_{k}": v for k, v in interval["ci95"].items()}
+    ci |= {f"{k}_diff": paired["metrics"][k.removeprefix("test_")]["ci95"] for k in ("test_acc", "test_auc")}
+    return {"variant": describe(method), "seeds": [d["seed"] for d in done], "metrics": metrics, "ci": ci,
+            "ci_method": interval["ci_method"] + "; differences: " + paired["ci_method"]
+            + f" against the {len(scratch['predictions'])}-seed scratch student",
+            "wall_s": round(sum(d["wall_s"] for d in done), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--teacher-runs", required=True, help="folder with the medmnist benchmark's kept dermamnist_s<seed> runs")
+    parser.add_argument("--plan", required=True, help="method@seed pairs in order, e.g. kd@0,dkd@0,kd@1")
+    parser.add_argument("--results-name", default="distill_dermamnist28")
+    parser.add_argument("--set", action="append", default=[], help="extra overrides for every distilled run (smoke runs)")
+    args = parser.parse_args()
+    origin = provenance([])
+    teachers = sorted(Path(args.teacher_runs).glob("dermamnist_s*"))
+    if not teachers:
+        raise SystemExit(f"{args.teacher_runs}: no dermamnist_s<seed> runs; run benchmarks/medmnist.py --keep-runs first")
+    plan = [(m, int(s)) for m, s in (item.split("@") for item in args.plan.split(","))]
+    unknown = sorted({m for m, _ in plan} - set(METHODS))
+    if unknown:
+        raise SystemExit(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    scratch = scratch_side(teachers)
+    class_names = json.loads((teachers[0] / "checkpoints" / "best.json").read_text())["class_names"]
+    from hybridmednet.config.loader import load_config
+
+    data_file = Path(load_config(PRESET).data.source.root) / "dermamnist.npz"
+    done: dict[str, list[dict]] = {}
+    rows = [teacher_row(scratch, class_names)]
+    scratch_interval = seed_mean_interval(scratch["predictions"], class_names)
+    per_seed = scratch["payload"]["per_seed"]
+    rows.append({"variant": "student from scratch (the medmnist default-recipe runs)", "seeds": [r["seed"] for r in per_seed],
+                 "metrics": {k: scratch["payload"]["metrics"][k] for k in KEYS}
+                 | {f"{k}_std": scratch["payload"]["metrics"][f"{k}_std"] for k in ("test_acc", "test_auc")}
+                 | {"params_m": per_seed[0]["metrics"]["params_m"], "gflops": per_seed[0]["metrics"]["gflops"],
+                    "train_time_ratio": 1.0},
+                 "ci": {f"test_{k}": v for k, v in scratch_interval["ci95"].items()}, "ci_method": scratch_interval["ci_method"],
+                 "wall_s": round(sum(r["wall_s"] for r in per_seed), 1)})
+    latency = None
+    workdir = tempfile.TemporaryDirectory()
+    for method, seed in plan:
+        name = f"distill_{method.replace(':', '_').replace('+', '_')}_s{seed}"
+        run = train_and_evaluate(PRESET, name, [f"seed={seed}", distill_override(method, teachers), *args.set],
+                                 workdir.name)
+        run["seed"] = seed
+        run["predictions"] = keep_predictions(Path(workdir.name) / name, f"{args.results_name}_{name}")
+        if latency is None:  # every student is the same small_cnn: one export and timing stands for all
+            latency = onnx_latency(Path(workdir.name) / name)
+        done.setdefault(method, []).append(run)
+        m = run["metrics"]
+        print(f"{method} seed {seed}: test acc {m['test_acc']:.4f} auc {m['test_auc']:.4f}; {run['wall_s']:.0f} s", flush=True)
+        method_rows = [method_row(k, v, scratch, class_names, latency) for k, v in done.items()]
+        common = {"benchmark": "distill", "dataset": DATASET, "image_size": 28, "model": "small_cnn"}
+        payload = {"benchmark": "distill", "dataset": DATASET, "protocol": __doc__.split("\n\n")[1], "plan": args.plan, "overrides": args.set,
+                   "teachers": [str(t.name) for t in teachers], "runs": done, "rows": rows + method_rows,
+                   "target": TARGET, "anchor": ANCHOR, "onnx_latency_ms_p50_student": latency,
+                   "teacher_latency_note": "the teacher is three copies of the student's architecture: "
+                                           "3x its latency and parameters",
+                   **origin, "data_sha256": provenance([data_file])["data_sha256"]}
+        write_results(args.results_name, payload, [common | r for r in rows + method_rows])
+    workdir.cleanup()
+    print(f"wrote {RESULTS / args.results_name}.json")
+
+
+if __name__ == "__main__":
+    main()
