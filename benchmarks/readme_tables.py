@@ -66,9 +66,33 @@ def _ci_of(row: dict, key: str):
     return ci
 
 
+def _seed0(row: dict) -> dict | None:
+    """Seed 0's own run (metrics and interval) in an older multi-seed row's results file."""
+    try:
+        payload = json.loads((ROOT / row["results_file"]).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    runs = payload.get("per_seed") or (payload.get("variants") or {}).get(row["variant"], {}).get("runs") or []
+    return next((r for r in runs if r.get("seed") == 0 and "metrics" in r), None)
+
+
+def _cell(row: dict, key: str, seed0: dict | None) -> str:
+    """point [CI] where the interval belongs to the point; for an older multi-seed row whose stored
+    interval is seed 0's: the mean (± seed std), and separately seed 0's point with its interval."""
+    ci = _ci_of(row, key)
+    value = row["metrics"].get(key)
+    if ci is not None or value is None or not row["ci"].get(key) or seed0 is None:
+        return fmt(value, ci, key=key)
+    std = row["metrics"].get(f"{key}_std")
+    mean = fmt(value, key=key) + (f" ± {std:.4f}" if std is not None else "")
+    own, own_ci = seed0["metrics"].get(key), seed0.get("ci", {}).get(key)
+    return mean if own is None else f"{mean}; seed 0: {fmt(own, own_ci, key=key)}"
+
+
 def render(rows: list[dict]) -> str:
     """Every row of every benchmark (docs/results.md). An interval is printed only where it belongs
-    to the printed point (see :func:`_ci_of`); the methods used are listed under each table."""
+    to the printed point (see :func:`_ci_of` and :func:`_cell`); the methods used are listed under
+    each table."""
     lines = []
     for bench in sorted({r["benchmark"] for r in rows}):
         group = [r for r in rows if r["benchmark"] == bench]
@@ -79,13 +103,15 @@ def render(rows: list[dict]) -> str:
                   "| dataset | px | model | variant | seeds | " + " | ".join(h for _, h in cols) + " | wall (s) | results file |",
                   "|---" * (len(cols) + 7) + "|"]
         for r in group:
-            cells = [fmt(r["metrics"].get(k), _ci_of(r, k), key=k) for k, _ in cols]
+            seed0 = _seed0(r) if len(r["seeds"]) > 1 else None
+            cells = [_cell(r, k, seed0) for k, _ in cols]
             lines.append(f"| {r['dataset']} | {r['image_size']} | {r['model']} | {r['variant']} | {','.join(map(str, r['seeds']))} | "
                          + " | ".join(cells) + f" | {fmt(r['wall_s'])} | `{r['results_file']}` |")
         lines += ["", "Intervals: " + "; ".join(methods) + "."]
         if hidden:
-            lines.append("Multi-seed rows whose stored interval is one seed's, not the seed mean's, show the mean "
-                         "without an interval (seed 0's point and interval are in the results file).")
+            lines.append("Multi-seed rows written before intervals were seed-averaged show the mean over seeds "
+                         "(± seed std where recorded) and, separately, seed 0's own point with seed 0's interval; "
+                         "re-running them with the current scripts gives the seed-mean interval.")
         lines.append("")
     return "\n".join(lines)
 
