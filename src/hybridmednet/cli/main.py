@@ -80,6 +80,31 @@ def cmd_distill(args) -> int:
     return cmd_train(args)
 
 
+def cmd_serve(args) -> int:
+    """FastAPI on uvicorn. Loopback by default: another address needs --api-key or --insecure."""
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not (args.api_key or args.insecure):
+        raise ConfigError(f"--host {args.host} exposes the service beyond this machine: give --api-key KEY (bearer "
+                          "token for /v1/*) or, on a trusted network, --insecure")
+    import uvicorn
+
+    from hybridmednet.serve.app import Settings, create_app
+    from hybridmednet.serve.backends import load_backend
+
+    settings = Settings(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, max_batch=args.max_batch,
+                        max_latency_ms=args.max_latency_ms, max_queue=args.max_queue, timeout_s=args.timeout_s,
+                        api_key=args.api_key)
+    if args.workers > 1:  # each worker process loads the models itself: the factory reads this environment
+        os.environ["HYBRIDMEDNET_SERVE"] = json.dumps({"runs": args.run, "backend": args.backend, "device": args.device,
+                                                       "threads": args.threads, "settings": settings.__dict__})
+        uvicorn.run("hybridmednet.serve.worker:app_from_environment", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level="warning")
+        return 0
+    backends = [load_backend(run, args.backend, device=args.device, threads=args.threads) for run in args.run]
+    print(f"serving {', '.join(b.name for b in backends)} ({args.backend}) on http://{args.host}:{args.port}", file=sys.stderr)
+    uvicorn.run(create_app(backends, settings), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     if args.data:
         if len(args.run) != 1 or args.tta or args.without_clinical:
@@ -287,6 +312,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("serve", help="web service + page: predict / explain over HTTP, Prometheus /metrics")
+    p.add_argument("run", nargs="+", help="run directories (or .onnx files with --backend onnx); the first is the default")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: the run's export/model.onnx through onnxruntime, torch never imported")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=None, help="bearer token required on /v1/* (health and metrics stay open)")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without an API key")
+    p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--max-latency-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    p.add_argument("--max-queue", type=int, default=256, help="cases waiting before new ones get 503 + Retry-After")
+    p.add_argument("--timeout-s", type=float, default=10.0, help="per-request limit (503 after it)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0)
+    p.add_argument("--max-pixels", type=int, default=50_000_000, help="decoded size limit (decompression bombs: 413)")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (set PROMETHEUS_MULTIPROC_DIR)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("evaluate", help="evaluate a run's validation-selected checkpoint (several runs: their ensemble)")
     p.add_argument("run", nargs="+", help="run directories; with more than one, their probabilities are averaged")

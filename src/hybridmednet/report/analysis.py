@@ -30,6 +30,7 @@ from hybridmednet.metrics.uncertainty import (
 from hybridmednet.utils.io import atomic_write_json
 
 ABSTAIN_VAL_COVERAGE = 0.8  # keep the 80% most certain validation cases; the rest go to a human
+OOD_VAL_QUANTILE = 0.05  # the service's out-of-distribution flag: less confident than 95% of val cases
 
 
 def calibrate(val_probs, val_targets, test_probs, test_targets, multilabel: bool) -> tuple[dict, TemperatureScaler]:
@@ -125,6 +126,9 @@ def analyse_run(run_path: str | Path, *, n_bootstrap: int | None = None, subgrou
     conformal = conformal_analysis(cfg, val_cal, val.targets, test_cal, test.targets, names, multilabel)
     record = {"temperature": calibration["temperature"], "abstain_threshold": uncertainty["abstain_threshold"],
               "uncertainty": uncertainty["measure"], "chosen_on": "val", "checkpoint_sha256": run.checkpoint_sha256}
+    if not multilabel:  # the service flags cases less confident than all but 5% of val: drift shows on /metrics
+        record["ood"] = {"measure": "max temperature-scaled probability", "val_quantile": OOD_VAL_QUANTILE,
+                         "threshold": float(np.quantile(np.asarray(val_cal).max(axis=1), OOD_VAL_QUANTILE))}
     if conformal is not None:  # what predict needs to build the same sets for new cases
         record["conformal"] = {k: conformal[k] for k in ("alpha", "method", "mondrian")} | conformal["_calibration"]
     points = operating_points(val_probs, val.targets, test_probs, test.targets, names, multilabel=multilabel,

@@ -1,0 +1,267 @@
+"""The FastAPI application: ``create_app(backends, settings)``.
+
+Routes: ``GET /`` (the web page), ``GET /healthz`` (alive), ``GET /readyz`` (every model loaded
+and warmed up), ``GET /metrics`` (Prometheus), ``GET /v1/models``, ``POST /v1/predict`` and
+``POST /v1/explain`` (the default model: the first served) and the same under
+``/v1/models/{name}/``. Uploads: ``multipart/form-data`` with one or more ``file`` parts (other
+form fields are the clinical metadata of a multimodal run), or JSON ``{"image": base64,
+"filename": ..., "metadata": {...}}``. Every refusal is JSON ``{"error": ...}`` with a 4xx status
+(503 + Retry-After only under overload); the service keeps no state between requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from hybridmednet.errors import DataError
+from hybridmednet.serve.backends import Backend, describe
+from hybridmednet.serve.batching import MicroBatcher
+from hybridmednet.serve.telemetry import Telemetry
+from hybridmednet.serve.uploads import UploadError, check_content_type, decode_upload, fit
+
+log = logging.getLogger("hybridmednet.serve")
+OPEN_PATHS = ("/", "/healthz", "/readyz", "/metrics", "/favicon.ico")
+
+
+@dataclass
+class Settings:
+    max_upload_mb: float = 20.0
+    max_pixels: int = 50_000_000
+    max_files: int = 16
+    max_batch: int = 32
+    max_latency_ms: float = 5.0
+    max_queue: int = 256
+    timeout_s: float = 10.0
+    api_key: str | None = None
+
+
+def _clinical_extras(backend: Backend, fields: dict) -> dict | None:
+    """A multimodal run's clinical inputs for one case from the request's metadata fields."""
+    spec = backend.clinical_spec
+    if not spec:
+        return None
+    missing = [c for c in spec["columns"] if c not in fields]
+    if missing:
+        raise UploadError(422, f"model {backend.name!r} also reads clinical metadata: missing field(s) "
+                               f"{', '.join(missing)} (send an empty value for unknown)")
+    from hybridmednet.data.clinical import clinical_arrays, parse_numbers
+    from hybridmednet.data.metadata import clean_value
+    from hybridmednet.paths import cache_dir
+
+    values = {c: [clean_value(str(fields[c]))] for c in spec["columns"]}
+    try:
+        values = parse_numbers(backend.clinical_cfg, values, ["request"], source="request metadata")
+        return clinical_arrays(backend.clinical_cfg, spec, values, 1, cache_dir=cache_dir())
+    except DataError as exc:
+        raise UploadError(422, str(exc)) from None
+
+
+async def _read_cases(request: Request, settings: Settings) -> tuple[list[tuple[str, bytes, str | None]], dict]:
+    """``([(name, bytes, content type)], metadata fields)`` from a multipart or JSON request."""
+    limit = int(settings.max_upload_mb * 1024 * 1024)
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise UploadError(413, f"request of {int(length):,} bytes is over the limit of {limit:,} (--max-upload-mb)")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        try:
+            form = await request.form(max_files=settings.max_files, max_fields=200, max_part_size=limit)
+        except Exception as exc:  # noqa: BLE001 - malformed multipart bodies of every kind
+            raise UploadError(400, f"malformed multipart body ({' '.join(str(exc).split())[:160]})") from None
+        cases, fields = [], {}
+        for key, value in form.multi_items():
+            if hasattr(value, "read"):
+                data = await value.read()
+                if len(data) > limit:
+                    raise UploadError(413, f"{value.filename}: {len(data):,} bytes is over the limit of {limit:,}")
+                cases.append((value.filename or key, data, value.content_type))
+            else:
+                fields[key] = value
+        return cases, fields
+    if kind == "application/json":
+        body = await request.body()
+        if len(body) > limit * 4 // 3 + 4096:
+            raise UploadError(413, f"request of {len(body):,} bytes is over the limit (--max-upload-mb)")
+        try:
+            payload = json.loads(body)
+            data = base64.b64decode(payload["image"], validate=True)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UploadError(400, "body is not valid JSON") from None
+        except (KeyError, TypeError):
+            raise UploadError(422, 'JSON bodies need {"image": "<base64>"} (optional "filename", "metadata")') from None
+        except (binascii.Error, ValueError):
+            raise UploadError(400, '"image" is not valid base64') from None
+        metadata = payload.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise UploadError(422, '"metadata" must be an object of field -> value')
+        return [(str(payload.get("filename") or "image"), data, None)], metadata
+    raise UploadError(415, f"content type {kind or 'none'!r}: send multipart/form-data (field 'file') or application/json")
+
+
+def create_app(backends: list[Backend], settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    models = {b.name: b for b in backends}
+    if len(models) != len(backends):
+        raise DataError(f"two served models share a name: {[b.name for b in backends]}; rename a run directory")
+    default = backends[0].name
+    telemetry = Telemetry()
+    batchers: dict[str, MicroBatcher] = {}
+    state = {"ready": False}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for b in backends:
+            batcher = MicroBatcher(b.probs, max_batch=settings.max_batch, max_latency_ms=settings.max_latency_ms,
+                                   max_queue=settings.max_queue, timeout_s=settings.timeout_s,
+                                   on_batch=lambda n, depth, name=b.name: (telemetry.batch.labels(name).observe(n),
+                                                                          telemetry.queue.labels(name).set(depth)))
+            batcher.start()
+            batchers[b.name] = batcher
+            telemetry.info.labels(b.name, b.kind, b.checkpoint_sha256).set(1)
+            size, channels = b.preprocessing["image_size"], b.preprocessing["channels"]
+            warm = np.zeros((size, size, channels), np.uint8)
+            if not b.clinical_spec:
+                await batcher.submit(warm)  # first batch pays for lazy initialisation, not a caller
+        state["ready"] = True
+        yield
+        state["ready"] = False
+        for batcher in batchers.values():
+            await batcher.stop()
+
+    app = FastAPI(title="HybridMedNet", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        route = request.url.path
+        started = time.perf_counter()
+        if settings.api_key and route not in OPEN_PATHS and not route.startswith("/docs") and route != "/openapi.json":
+            if request.headers.get("authorization") != f"Bearer {settings.api_key}":
+                response = JSONResponse({"error": "missing or wrong API key (Authorization: Bearer <key>)"}, 401)
+                telemetry.requests.labels(route, "401").inc()
+                return response
+        telemetry.in_flight.inc()
+        try:
+            response = await call_next(request)
+        finally:
+            telemetry.in_flight.dec()
+        seconds = time.perf_counter() - started
+        label = route if route in OPEN_PATHS or route.startswith("/v1/") else "other"
+        telemetry.requests.labels(label, str(response.status_code)).inc()
+        telemetry.latency.labels(label).observe(seconds)
+        if route not in ("/metrics", "/healthz", "/readyz"):
+            log.info(json.dumps({"route": route, "status": response.status_code, "ms": round(seconds * 1e3, 2),
+                                 "client": request.client.host if request.client else None}))
+        return response
+
+    @app.exception_handler(UploadError)
+    async def refused(request: Request, exc: UploadError):
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+    def backend_for(name: str | None) -> Backend:
+        name = name or default
+        if name not in models:
+            raise UploadError(404, f"no model {name!r}; served: {', '.join(models)}")
+        if not state["ready"]:
+            raise UploadError(503, "models are still warming up; retry shortly", headers={"Retry-After": "1"})
+        return models[name]
+
+    async def run_cases(request: Request, name: str | None, explain: bool) -> dict:
+        backend = backend_for(name)
+        if explain and backend.kind != "torch":
+            raise UploadError(400, f"model {backend.name!r} is served by the {backend.kind} backend; Grad-CAM needs "
+                                   "`hybridmednet serve RUN --backend torch`")
+        started = time.perf_counter()
+        cases, fields = await _read_cases(request, settings)
+        if not cases:
+            raise UploadError(422, "no image in the request (multipart field 'file', or JSON 'image')")
+        if len(cases) > settings.max_files:
+            raise UploadError(413, f"{len(cases)} images in one request; at most {settings.max_files}")
+        extras = _clinical_extras(backend, fields)
+        channels = backend.preprocessing["channels"]
+        inputs = []
+        for filename, data, content_type in cases:
+            check_content_type(content_type, filename)
+            inputs.append((filename, fit(decode_upload(data, name=filename, channels=channels,
+                                                       max_pixels=settings.max_pixels), backend.preprocessing)))
+        decoded = time.perf_counter()
+        import asyncio
+
+        raws = await asyncio.gather(*(batchers[backend.name].submit(image, extras) for _, image in inputs))
+        results = describe(backend, np.stack(raws))
+        for (filename, image), result in zip(inputs, results):
+            result["filename"] = filename
+            telemetry.record_ood(backend.name, result["ood"]["flag"])
+            if explain:
+                result["overlay_png"] = await batchers[backend.name].run_exclusive(_overlay, backend, image, result)
+        done = time.perf_counter()
+        return {"model": backend.name, "backend": backend.kind, "checkpoint_sha256": backend.checkpoint_sha256,
+                "results": results, "timing_ms": {"decode": round((decoded - started) * 1e3, 3),
+                                                  "inference": round((done - decoded) * 1e3, 3),
+                                                  "total": round((done - started) * 1e3, 3)}}
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        return resources.files("hybridmednet.serve").joinpath("page.html").read_text()
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    async def readyz():
+        body = {"ready": state["ready"], "models": list(models)}
+        return JSONResponse(body, status_code=200 if state["ready"] else 503)
+
+    @app.get("/metrics")
+    async def metrics():
+        for name, batcher in batchers.items():
+            telemetry.queue.labels(name).set(batcher.depth)
+        data, content_type = telemetry.render()
+        return Response(data, media_type=content_type)
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"default": default, "models": [b.info() for b in backends]}
+
+    @app.post("/v1/predict")
+    async def predict(request: Request):
+        return await run_cases(request, None, explain=False)
+
+    @app.post("/v1/explain")
+    async def explain(request: Request):
+        return await run_cases(request, None, explain=True)
+
+    @app.post("/v1/models/{name}/predict")
+    async def predict_named(name: str, request: Request):
+        return await run_cases(request, name, explain=False)
+
+    @app.post("/v1/models/{name}/explain")
+    async def explain_named(name: str, request: Request):
+        return await run_cases(request, name, explain=True)
+
+    return app
+
+
+def _overlay(backend, image: np.ndarray, result: dict) -> str:
+    """Grad-CAM of the predicted class over the model's input image, as base64 PNG."""
+    from PIL import Image
+
+    from hybridmednet.explain.cam import _upscale, overlay
+
+    target = backend.class_names.index(result["predicted"]) if isinstance(result["predicted"], str) else 0
+    shown, cam = _upscale(image, backend.cam(image, target))  # a 28-px input is shown larger, the CAM with it
+    buffer = io.BytesIO()
+    Image.fromarray(overlay(shown, cam)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()

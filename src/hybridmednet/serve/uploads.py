@@ -1,0 +1,82 @@
+"""Uploaded bytes -> the model's input image, with the status code a bad upload deserves.
+
+Uploads are decoded in memory (never written to disk) by the same readers training uses
+(``data/imageio.py``: Pillow for PNG/JPEG/TIFF..., pydicom for DICOM, found by its "DICM" magic),
+then fitted to the model's square input exactly as ``predict`` does. The pixel count is checked
+from the header before anything is decoded, so a decompression bomb costs nothing.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from hybridmednet.errors import DataError
+
+SUPPORTED = ("image/png", "image/jpeg", "image/tiff", "image/bmp", "application/dicom", "application/octet-stream")
+
+
+class UploadError(Exception):
+    """A request the service refuses: ``status`` (4xx, or 503 under overload) and a message."""
+
+    def __init__(self, status: int, message: str, *, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def _is_dicom(data: bytes) -> bool:
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def check_content_type(content_type: str | None, name: str) -> None:
+    kind = (content_type or "application/octet-stream").split(";")[0].strip().lower()
+    if kind not in SUPPORTED:
+        raise UploadError(415, f"{name}: unsupported type {kind!r}; send PNG, JPEG, TIFF, BMP or DICOM "
+                               f"({', '.join(SUPPORTED)})")
+
+
+def decode_upload(data: bytes, *, name: str, channels: int, max_pixels: int) -> np.ndarray:
+    """``uint8 (H, W, channels)``; :class:`UploadError` 400 (empty, not an image, truncated) or 413
+    (too many pixels)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from hybridmednet.data.imageio import _pil_to_array, _read_dicom, to_uint8_hwc
+
+    if not data:
+        raise UploadError(400, f"{name}: empty upload")
+    try:
+        if _is_dicom(data):
+            array = _read_dicom(io.BytesIO(data))
+        else:
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise UploadError(413, f"{name}: {width}x{height} pixels is over the limit of {max_pixels:,} "
+                                           "(--max-pixels); downscale the image before sending it")
+                img.load()  # a truncated file fails here
+                from PIL import ImageOps
+
+                array = _pil_to_array(ImageOps.exif_transpose(img), name)
+    except UploadError:
+        raise
+    except Image.DecompressionBombError:
+        raise UploadError(413, f"{name}: too many pixels (decompression bomb guard)") from None
+    except (UnidentifiedImageError, DataError, OSError, ValueError, SyntaxError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise UploadError(400, f"{name}: not a readable image ({reason})") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is the upload's fault, never a 500
+        raise UploadError(400, f"{name}: cannot decode ({type(exc).__name__})") from None
+    if array.ndim == 2 and _is_dicom(data) and array.shape[0] * array.shape[1] > max_pixels:
+        raise UploadError(413, f"{name}: {array.shape[1]}x{array.shape[0]} pixels is over the limit of {max_pixels:,}")
+    try:
+        return to_uint8_hwc(array, channels, source=name)
+    except DataError as exc:
+        raise UploadError(400, str(exc)) from None
+
+
+def fit(image: np.ndarray, preprocessing: dict) -> np.ndarray:
+    """The square model input, resized as in training (``data.resize``)."""
+    from hybridmednet.data.resize import fit_to_square
+
+    return fit_to_square(image, preprocessing["image_size"], preprocessing["resize"])
