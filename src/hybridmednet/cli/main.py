@@ -105,6 +105,25 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_fewshot(args) -> int:
+    from hybridmednet.engine.fewshot import METHODS, fewshot_evaluate
+
+    methods = args.methods.split(",") if args.methods else list(METHODS)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ConfigError(f"--methods {unknown}: choose from {', '.join(METHODS)}")
+    cfg = _load(args)
+    shots = [int(s) for s in args.shots.split(",")]
+    result = fewshot_evaluate(args.run, cfg.data, ways=args.ways, shots=shots, queries=args.queries,
+                              episodes=args.episodes, classes=args.classes.split(",") if args.classes else None,
+                              methods=methods, seed=args.seed, device=args.device)
+    for key, r in result["results"].items():
+        print(f"{key}: acc {r['acc']:.4f} [{r['acc_ci95'][0]:.4f}, {r['acc_ci95'][1]:.4f}] macro-F1 {r['macro_f1']:.4f} "
+              f"({r['episodes']} episodes)")
+    print(f"{result['ways']}-way on {', '.join(result['classes'])}; wrote {result['out']}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     if args.data:
         if len(args.run) != 1 or args.tta or args.without_clinical:
@@ -312,6 +331,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("fewshot", help="episodic few-shot accuracy of a run's frozen embeddings on classes it never saw")
+    p.add_argument("run")
+    with_config(p, data=True)
+    p.add_argument("--ways", type=int, default=3)
+    p.add_argument("--shots", default="1,5,10")
+    p.add_argument("--queries", type=int, default=15, help="query images per class and episode")
+    p.add_argument("--episodes", type=int, default=600)
+    p.add_argument("--classes", default=None, help="comma-separated novel classes (default: every untrained class)")
+    p.add_argument("--methods", default=None, help="proto,logreg,finetune (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_fewshot)
 
     p = sub.add_parser("serve", help="web service + page: predict / explain over HTTP, Prometheus /metrics")
     p.add_argument("run", nargs="+", help="run directories (or .onnx files with --backend onnx); the first is the default")

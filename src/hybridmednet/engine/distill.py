@@ -16,7 +16,6 @@ checkpoint sha256 is recorded in the run's checkpoints; resuming with a changed 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -24,77 +23,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from hybridmednet.config.schema import DistillConfig
+from hybridmednet.engine.taps import FeatureTaps, last_spatial_layer, pooled, probe
 from hybridmednet.errors import CheckpointError, ConfigError
 from hybridmednet.losses.distill import StudentView, TeacherView, build_distiller, distiller_needs
 from hybridmednet.losses.weighting import UncertaintyWeightedLoss
 from hybridmednet.output import ModelOutput, as_output
-
-DEFAULT = None  # a layer option left unset: the model's last spatial feature map
-
-
-def layer_names(model: nn.Module, depth: int = 2) -> list[str]:
-    """Module names a layer option may use, to depth ``depth`` (for error messages)."""
-    return [n for n, _ in model.named_modules() if n and n.count(".") < depth]
-
-
-class FeatureTaps:
-    """Forward hooks keeping the outputs of named modules while :meth:`capture` is active."""
-
-    def __init__(self, model: nn.Module, names: set[str], where: str):
-        modules = dict(model.named_modules())
-        unknown = sorted(n for n in names if n not in modules)
-        if unknown:
-            raise ConfigError(f"{where}: no layer {', '.join(map(repr, unknown))} in {type(model).__name__}; its layers: "
-                              f"{', '.join(layer_names(model))}")
-        self.outputs: dict[str, torch.Tensor] = {}
-        self.active = False
-        self.handles = [modules[n].register_forward_hook(self._hook(n)) for n in sorted(names)]
-
-    def _hook(self, name: str):
-        def keep(module, inputs, output):
-            if self.active:
-                self.outputs[name] = output
-        return keep
-
-    @contextmanager
-    def capture(self):
-        self.outputs, self.active = {}, True
-        try:
-            yield self.outputs
-        finally:
-            self.active = False
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-
-def last_spatial_layer(model: nn.Module, example: torch.Tensor, extras: dict | None = None) -> str:
-    """The last direct child (in forward order) whose output is a feature map with H, W > 1."""
-    order: list[tuple[str, tuple]] = []
-    handles = [m.register_forward_hook(lambda mod, i, o, n=n: order.append((n, tuple(o.shape)))
-                                       if isinstance(o, torch.Tensor) else None)
-               for n, m in model.named_children()]
-    try:
-        _probe(model, example, extras)
-    finally:
-        for handle in handles:
-            handle.remove()
-    spatial = [n for n, shape in order if len(shape) == 4 and shape[2] > 1 and shape[3] > 1]
-    if not spatial:
-        raise ConfigError(f"{type(model).__name__}: no child module returns a spatial feature map; name the layer "
-                          f"(student_layer / teacher_layer) from: {', '.join(layer_names(model))}")
-    return spatial[-1]
-
-
-def _probe(model: nn.Module, example: torch.Tensor, extras: dict | None) -> ModelOutput:
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return as_output(model(example, **(extras or {})))
-    finally:
-        model.train(was_training)
 
 
 def tap_shapes(model: nn.Module, example: torch.Tensor, names: set[str], extras: dict | None, where: str) -> dict:
@@ -102,7 +35,7 @@ def tap_shapes(model: nn.Module, example: torch.Tensor, names: set[str], extras:
     taps = FeatureTaps(model, names, where)
     try:
         with taps.capture() as outputs:
-            out = _probe(model, example, extras)
+            out = probe(model, example, extras)
         shapes = {n: tuple(v.shape) for n, v in outputs.items()}
     finally:
         taps.remove()
@@ -188,10 +121,6 @@ def check_same_teachers(saved: list[dict] | None, current: list[dict], run_path:
                               f"{before} -> {now}); resume needs the same teacher, or start a new run")
 
 
-def _pooled(x: torch.Tensor) -> torch.Tensor:
-    return x.float().mean(dim=(2, 3)) if x.ndim == 4 else x.float().flatten(1)
-
-
 class Distillation(nn.Module):
     """Task loss + distillers, with fixed weights or learned (uncertainty) weighting.
 
@@ -261,7 +190,7 @@ class Distillation(nn.Module):
         layer = self.embedding_layers[side]
         if layer is None:
             return out.features
-        return _pooled(features[layer])
+        return pooled(features[layer])
 
     def cache_clean(self, images, extras, runtime, batch_size: int) -> None:
         """``teacher_view: clean``: the teacher's logits and embedding on every (un-augmented)
