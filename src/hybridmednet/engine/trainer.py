@@ -314,6 +314,8 @@ class Trainer:
         t, rt = self.cfg.train, self.rt
         self.sampler.set_epoch(epoch)
         self.dataset.set_epoch(epoch)
+        if hasattr(self.loss_fn, "set_epoch"):  # epoch-dependent losses (LDAM's deferred re-weighting)
+            self.loss_fn.set_epoch(epoch)
         model.train()
         if self.freeze is not None:
             self.freeze.on_epoch_start(epoch)  # after train(): frozen BatchNorm stays in eval mode

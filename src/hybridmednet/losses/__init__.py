@@ -8,6 +8,8 @@ Registered names (each builds a criterion called as ``loss(logits, targets)``):
 - ``focal``: softmax focal loss, or the sigmoid form for multi-label data (``alpha``, ``gamma``);
 - ``class_balanced``: Cui et al. 2019 effective-number weights from ``class_counts`` (``beta``)
   on cross-entropy / BCE, or on the focal loss with ``base="focal"``;
+- ``logit_adjusted`` (balanced softmax at ``tau = 1``) and ``ldam`` (with deferred re-weighting):
+  long-tail losses from the training class counts (``longtail.py``);
 - ``auto``: ``bce`` for multi-label data, ``ce`` otherwise.
 
 Builders declare their options in their signature; ``train.loss_kwargs`` is checked against it
@@ -132,3 +134,6 @@ def check_loss(name: str, kwargs: dict) -> None:
     if name != "auto":
         _builder(name)
         LOSSES.check_options(name, kwargs, "train.loss_kwargs")
+
+
+from hybridmednet.losses import longtail  # noqa: E402,F401 - registers logit_adjusted and ldam
