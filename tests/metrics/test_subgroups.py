@@ -86,3 +86,20 @@ def test_group_length_is_checked():
 ])
 def test_age_band(age, band):
     assert age_band(age) == band
+
+
+def test_subgroup_intervals_resample_patients_when_ids_exist():
+    """Ten images per patient, all right or all wrong together: resampling images pretends 10x
+    the evidence, so the patient-level interval must be wider."""
+    rng = np.random.default_rng(3)
+    patients = np.repeat(np.arange(30), 10)
+    right = np.repeat(rng.random(30) < 0.7, 10)
+    targets = np.tile([0, 1], 150)
+    probs = np.where(right[:, None], np.eye(2)[targets] * 0.8 + 0.1, np.eye(2)[1 - targets] * 0.8 + 0.1)
+    attrs = {"sex": ["F"] * 300}
+    images = subgroup_metrics(probs, targets, attrs, ["neg", "pos"], n_bootstrap=200, min_size=10)
+    clustered = subgroup_metrics(probs, targets, attrs, ["neg", "pos"], n_bootstrap=200, min_size=10,
+                                 clusters=[f"p{p}" for p in patients])
+    width = lambda r: np.diff(r["attributes"]["sex"]["F"]["ci95"]["acc"])[0]  # noqa: E731
+    assert width(clustered) > 1.8 * width(images)
+    assert "cluster" in clustered["interval_method"] and "30 groups" in clustered["interval_method"]

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from hybridmednet.metrics.bootstrap import bootstrap_ci
+from hybridmednet.metrics.bootstrap import bootstrap_ci, interval_method
 from hybridmednet.metrics.classification import (
     _check,
     _nanmean,
@@ -67,13 +67,16 @@ def _gap(rows: dict[str, dict], metric: str) -> dict | None:
 
 
 def subgroup_metrics(probs, targets, groups: dict[str, list], class_names, *, multilabel: bool = False,
-                     n_bootstrap: int = 1000, seed: int = 0, min_size: int = 20) -> dict:
+                     n_bootstrap: int = 1000, seed: int = 0, min_size: int = 20, clusters: list | None = None) -> dict:
     """Per-attribute, per-value ``n``, ``acc``, ``balanced_acc``, ``auc`` with 95% bootstrap CIs.
 
     ``groups`` maps an attribute ("sex", "age_band", "site") to one value per sample; ``None``
     becomes the subgroup "unknown". Values are keyed by ``str(value)``. Metrics are those of
     :mod:`hybridmednet.metrics.classification` (multi-label: see ``_multi``); CIs are the stratified
     percentile bootstrap of :func:`bootstrap_ci` within each subgroup.
+
+    ``clusters``: one patient/lesion id per sample (``None`` = its own); given, each subgroup's
+    interval resamples those groups (cluster bootstrap), as the headline intervals do.
 
     Subgroups with n < ``min_size`` get only ``{"n", "too_small": True}``. Gaps compare the other
     subgroups, excluding "unknown": per attribute and metric in (acc, auc), the highest minus the
@@ -103,7 +106,8 @@ def subgroup_metrics(probs, targets, groups: dict[str, list], class_names, *, mu
                 continue
             p, t = probs[idx], targets[idx]
             row = {"n": len(idx), "too_small": False, **fn(p, t)}
-            ci = bootstrap_ci(fn, p, t, n_resamples=n_bootstrap, seed=seed, stratify=not multilabel) \
+            members = [clusters[i] for i in idx] if clusters is not None else None
+            ci = bootstrap_ci(fn, p, t, n_resamples=n_bootstrap, seed=seed, stratify=not multilabel, groups=members) \
                 if n_bootstrap > 0 else {}
             row["ci95"] = {k: [lo, hi] for k, (lo, hi) in ci.items()}
             rows[key] = row
@@ -119,4 +123,6 @@ def subgroup_metrics(probs, targets, groups: dict[str, list], class_names, *, mu
         "flag_rule": f"acc or auc gap > {GAP_LIMIT} and the two subgroups' 95% CIs do not overlap",
         "min_size": int(min_size),
         "n_bootstrap": int(n_bootstrap),
+        "interval_method": interval_method(multilabel=multilabel, groups=clusters, n_resamples=n_bootstrap)
+        + " (within each subgroup)",
     }

@@ -91,7 +91,7 @@ def subgroup_analysis(cfg, test, probs, class_names, multilabel: bool, n_bootstr
     for name in cfg.eval.subgroups.age_columns:
         values[name] = [age_band(v) if v is not None else None for v in values[name]]
     return subgroup_metrics(probs, test.targets, values, class_names, multilabel=multilabel,
-                            n_bootstrap=n_bootstrap, seed=cfg.seed)
+                            n_bootstrap=n_bootstrap, seed=cfg.seed, clusters=test.groups)
 
 
 def gallery_indices(probs: np.ndarray, targets: np.ndarray, uncertainty: np.ndarray, multilabel: bool, k: int) -> dict:

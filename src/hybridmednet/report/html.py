@@ -125,7 +125,7 @@ def _subgroups(a: dict) -> str:
                 gaps.append(f"<li class='{cls}'>{escape(attr)} {metric}: gap {g['gap']:.3f} ({escape(g['high'])} vs {escape(g['low'])})"
                             f"{' — flagged' if cls else ''}</li>")
     return (f"<p class='muted'>Flag rule: {escape(s['flag_rule'])}; subgroups under {s['min_size']} cases are not scored; "
-            f"{s['n_bootstrap']} bootstrap resamples.</p>" + _table(["attribute", "value", "n", "acc", "balanced acc", "AUC"], rows)
+            f"intervals: {escape(s.get('interval_method') or str(s['n_bootstrap']) + ' bootstrap resamples')}.</p>" + _table(["attribute", "value", "n", "acc", "balanced acc", "AUC"], rows)
             + f"<h3>Largest gaps</h3><ul>{''.join(gaps)}</ul>")
 
 
