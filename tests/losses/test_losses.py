@@ -18,7 +18,7 @@ from hybridmednet.losses import (FocalLoss, HierarchicalConsistencyLoss, Sigmoid
 
 # ---------------------------------------------------------------------------- registry
 def test_registry_names_and_auto_choice():
-    assert list_losses() == ["bce", "ce", "class_balanced", "focal"]
+    assert list_losses() == ["bce", "ce", "class_balanced", "focal", "ldam", "logit_adjusted"]
     assert isinstance(build_loss("auto", multilabel=False), nn.CrossEntropyLoss)
     assert isinstance(build_loss("auto", multilabel=True), SmoothedBCE)
     assert isinstance(build_loss("focal", multilabel=False), FocalLoss)
