@@ -124,6 +124,31 @@ def cmd_fewshot(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from hybridmednet.tune.study import Study, run_workers
+
+    out = args.out or str(Path("runs") / f"tune_{Path(args.config).stem}")
+    study = Study(args.config, args.space, out, objectives=tuple(args.objectives.split(",")), storage=args.storage,
+                  study_name=args.study, pruner=args.pruner, seed=args.seed, base_overrides=args.set or [],
+                  device=args.device)
+    worker = os.environ.get("HYBRIDMEDNET_TUNE_WORKER") == "1"
+    others = [] if worker or args.workers <= 1 else run_workers(sys.argv[1:], args.workers)
+    try:
+        study.optimize(args.trials, timeout=args.timeout)
+    finally:
+        failed = [p.wait() for p in others]
+    if worker:
+        return 0
+    if any(failed):
+        raise ConfigError(f"{sum(1 for f in failed if f)} tune worker(s) failed; the study in {study.storage} keeps "
+                          "every finished trial: run the same command again to continue")
+    record = study.finish()
+    print(json.dumps({k: record[k] for k in ("trial", "params", "val", "n_trials")} | {"test": record["test"]["metrics"]},
+                     indent=2, default=str))
+    print(f"wrote {Path(out) / 'best.json'}; study {record['study']} in {record['storage']}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     if args.data:
         if len(args.run) != 1 or args.tta or args.without_clinical:
@@ -344,6 +369,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_fewshot)
+
+    p = sub.add_parser("tune", help="Optuna search over config keys on val; the best trial tested once")
+    p.add_argument("--config", required=True, help="base YAML file or preset name")
+    p.add_argument("--space", required=True, help="YAML: dotted config key -> {type, low, high, log, choices, when}")
+    p.add_argument("--trials", type=int, required=True, help="the study's total of finished + pruned trials")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///<out>/study.db)")
+    p.add_argument("--study", default=None, help="study name (default: the output folder's name)")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the study on this machine")
+    p.add_argument("--objectives", default="val", help="val, or val,params / val,latency (a Pareto front)")
+    p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    p.add_argument("--out", default=None, help="study folder (default runs/tune_<config>)")
+    p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed overrides of the base config")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("serve", help="web service + page: predict / explain over HTTP, Prometheus /metrics")
     p.add_argument("run", nargs="+", help="run directories (or .onnx files with --backend onnx); the first is the default")

@@ -137,11 +137,16 @@ def refuse_changed_config(saved: dict, cfg: ExperimentConfig, run_path: Path) ->
 
 
 class Trainer:
-    """Train one experiment. ``stop_after_epoch`` simulates an interruption (used by tests)."""
+    """Train one experiment. ``stop_after_epoch`` simulates an interruption (used by tests).
+    ``on_epoch_end(epoch, val_score)`` is called on rank 0 after each epoch's validation (epoch
+    1-based, the monitored score of the better of raw / EMA); it may raise to stop the run (a
+    tuner's pruning), after that epoch's checkpoints are written."""
 
     def __init__(self, cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = False,
-                 device: str | None = None, quiet: bool = False, stop_after_epoch: int | None = None):
+                 device: str | None = None, quiet: bool = False, stop_after_epoch: int | None = None,
+                 on_epoch_end=None):
         self.cfg = cfg
+        self.on_epoch_end = on_epoch_end
         self.run = RunDir(cfg.run_dir)
         self.resume, self.overwrite, self.quiet = resume, overwrite, quiet
         self.stop_after_epoch = stop_after_epoch
@@ -290,6 +295,8 @@ class Trainer:
                 self._append_csv(row)
                 state["epoch"] = epoch + 1
                 self._save_last(raw, ema, optimizer, scheduler, scaler, state)
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(epoch + 1, self._last_score)
                 stop = t.early_stopping_patience is not None and state["bad_epochs"] >= t.early_stopping_patience
                 if stop:
                     log.info(f"early stopping: no {t.monitor} improvement on val for {state['bad_epochs']} epochs")
@@ -419,6 +426,7 @@ class Trainer:
             candidates.append(("ema", ema.module))
         scored = [(name, module, *self._score(module)) for name, module in candidates]
         name, module, score, metrics = max(scored, key=lambda s: s[2])
+        self._last_score = score
         improved = score > state["best_score"]
         if improved:
             state.update(best_score=score, best_epoch=epoch + 1, bad_epochs=0)
