@@ -204,3 +204,18 @@ def test_a_monitor_the_task_lacks_is_refused_before_training(tiny_npz, tmp_path)
     with pytest.raises(ConfigError, match=r"train.monitor=mean_auc: a single-label task does not compute it; choose one of auc"):
         train(cfg, quiet=True)
     assert not (cfg.run_dir / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("overrides", [["train.optimizer=sgd", "train.nesterov=true", "train.schedule=plateau",
+                                        "train.plateau_patience=0"],
+                                       ["train.optimizer=adam", "train.schedule=onecycle"]])
+def test_other_optimizers_and_schedules_resume_exactly(tiny_npz, tmp_path, overrides):
+    full = cfg_for(tiny_npz, tmp_path, ["name=full", *overrides], epochs=3)
+    train(full, quiet=True)
+    part = cfg_for(tiny_npz, tmp_path, ["name=part", *overrides], epochs=3)
+    train(part, quiet=True, stop_after_epoch=1)
+    train(part, quiet=True, resume=True)
+    a, b = weights(full.run_dir, "last")[0], weights(part.run_dir, "last")[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    lrs = [float(r["lr"]) for r in read_metrics_csv(full.run_dir)]
+    assert lrs == [float(r["lr"]) for r in read_metrics_csv(part.run_dir)]

@@ -274,6 +274,16 @@ class TrainConfig(StrictModel):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     loss: str = Field("auto", description="auto (ce, or bce for multi-label) or a registered loss (losses/)")
     loss_kwargs: dict[str, Any] = {}
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(False, description="SGD with Nesterov momentum")
+    schedule: Literal["cosine", "step", "cosine_restarts", "onecycle", "plateau"] = Field(
+        "cosine", description="LR schedule after the warm-up (plateau: per epoch, on the val score)")
+    step_epochs: float = Field(10.0, gt=0, description="step: multiply the LR by step_gamma every this many epochs")
+    step_gamma: float = Field(0.1, gt=0, le=1)
+    restart_epochs: float = Field(10.0, gt=0, description="cosine_restarts: length of each cosine cycle")
+    plateau_patience: int = Field(3, ge=0, description="plateau: epochs without val improvement before the LR drops")
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
     backbone_lr_scale: float = Field(1.0, gt=0, description="backbone LR = lr x scale (new layers keep lr)")
     freeze_backbone_epochs: int = Field(0, ge=0, description="train only the new layers for this many epochs")
     coarse_loss_weight: float = Field(0.5, ge=0)

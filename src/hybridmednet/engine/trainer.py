@@ -33,7 +33,7 @@ from hybridmednet.engine import checkpoint as ckpt
 from hybridmednet.engine.ema import build_ema
 from hybridmednet.engine.finetune import FreezeSchedule
 from hybridmednet.engine.inference import predict_arrays
-from hybridmednet.engine.optim import build_optimizer, build_scheduler, param_groups
+from hybridmednet.engine.optim import build_optimizer, build_scheduler, param_groups, steps_per_epoch_schedule
 from hybridmednet.engine.run_dir import (
     RunDir,
     adapt_for_run,
@@ -258,7 +258,8 @@ class Trainer:
         self.loss_fn = build_loss(t.loss, multilabel=data.multilabel, label_smoothing=t.label_smoothing,
                                   class_counts=data.class_counts()["train"], **t.loss_kwargs).to(rt.device)
         self.task_loss = TaskLoss(self.loss_fn, self.fine_to_coarse, t.coarse_loss_weight, t.consistency_weight).to(rt.device)
-        optimizer = build_optimizer(raw, t.lr, t.weight_decay, rt.device, t.backbone_lr_scale)
+        optimizer = build_optimizer(raw, t.lr, t.weight_decay, rt.device, t.backbone_lr_scale, name=t.optimizer,
+                                    momentum=t.momentum, nesterov=t.nesterov)
         if self.distill is not None:  # adapters, projection heads, learned weights: trained with the student
             for group in param_groups(self.distill, t.weight_decay):
                 if group["params"]:
@@ -270,7 +271,14 @@ class Trainer:
                                   "change after wrapping); use train.backbone_lr_scale instead")
             self.freeze = FreezeSchedule(raw, t.freeze_backbone_epochs)
         steps_per_epoch = -(-len(loader) // t.accumulation_steps)
-        scheduler = build_scheduler(optimizer, t.epochs * steps_per_epoch, int(t.warmup_epochs * steps_per_epoch), t.min_lr_ratio)
+        scheduler = build_scheduler(optimizer, t.epochs * steps_per_epoch, int(t.warmup_epochs * steps_per_epoch), t.min_lr_ratio,
+                                    name=t.schedule, steps_per_epoch=steps_per_epoch, step_epochs=t.step_epochs,
+                                    gamma=t.step_gamma, restart_epochs=t.restart_epochs,
+                                    plateau_patience=t.plateau_patience, plateau_factor=t.plateau_factor)
+        self.per_step_schedule = steps_per_epoch_schedule(scheduler)
+        if not self.per_step_schedule and rt.distributed:
+            raise ConfigError("train.schedule=plateau is not supported under DDP (only rank 0 sees the val score); "
+                              "use cosine, step, cosine_restarts or onecycle")
         ema = build_ema(raw, t.ema_decay) if t.ema else None
         scaler = torch.amp.GradScaler(rt.device.type) if rt.use_scaler else None
         state = {"epoch": 0, "step": 0, "best_score": -float("inf"), "best_epoch": -1, "bad_epochs": 0}
@@ -294,6 +302,8 @@ class Trainer:
                 row["epoch_s"] = round(time.perf_counter() - epoch_start, 2)
                 self._append_csv(row)
                 state["epoch"] = epoch + 1
+                if not self.per_step_schedule:  # reduce-on-plateau: once per epoch on the val score, saved with it
+                    scheduler.step(self._last_score)
                 self._save_last(raw, ema, optimizer, scheduler, scaler, state)
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(epoch + 1, self._last_score)
@@ -358,7 +368,8 @@ class Trainer:
                 self._optimizer_step(raw, optimizer, scaler)
                 if self.masks is not None:  # pruned weights stay zero through fine-tuning
                     self.masks.apply(raw)
-                scheduler.step()
+                if self.per_step_schedule:
+                    scheduler.step()
                 if ema is not None:
                     ema.update_parameters(raw)
                 state["step"] += 1
