@@ -106,24 +106,11 @@ def keep_predictions(run_dir: Path, stem: str, key: str = "test") -> str:
 
 
 def seed_mean_interval(files: list[str], class_names: list[str], n_resamples: int = 1000) -> dict:
-    """The 95% interval of the seed-averaged headline metrics from kept predictions (one file per
-    seed, same cases): cases, or groups when the files carry group ids, resampled once per draw and
-    every seed scored on it. Returns the point (seed mean), ci95, seed_std and ci_method."""
-    from hybridmednet.engine.evaluate import read_groups, read_predictions
-    from hybridmednet.metrics.bootstrap import interval_method, seed_mean_ci
-    from hybridmednet.metrics.classification import single_label_headline
+    """The seed-mean interval of kept prediction files (paths relative to the repository); see
+    :func:`hybridmednet.engine.compare.seed_mean_interval`."""
+    from hybridmednet.engine.compare import seed_mean_interval as interval
 
-    root = RESULTS.parent.parent
-    loaded = [read_predictions(root / f, class_names, False) for f in files]
-    ids, _, targets = loaded[0]
-    if any(other[0] != ids for other in loaded[1:]):
-        raise ValueError(f"{files}: the seeds scored other cases; a seed-mean interval needs the same cases")
-    group_of = read_groups(root / files[0])
-    groups = [group_of[i] for i in ids] if group_of else None
-    result = seed_mean_ci(single_label_headline, [p for _, p, _ in loaded], targets, n_resamples=n_resamples, groups=groups)
-    result["ci_method"] = ("seed-mean " + interval_method(multilabel=False, groups=groups, n_resamples=n_resamples)
-                           + f"; every resample scores all {len(files)} seeds and averages them")
-    return result
+    return interval([RESULTS.parent.parent / f for f in files], class_names, n_resamples)
 
 
 def train_and_evaluate(preset: str | Path, name: str, overrides: list[str], out: str | Path) -> dict:

@@ -149,6 +149,21 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from hybridmednet.tune.sweep import run_sweep
+
+    out = args.out or str(Path("runs") / f"sweep_{Path(args.config).stem}")
+    record = run_sweep(args.config, args.vary, [int(s) for s in args.seeds.split(",")], out, base_overrides=args.set or [],
+                       n_bootstrap=args.n_bootstrap, device=args.device)
+    for key, rows in record["factors"].items():
+        for r in rows:
+            print(f"{key}={r['value']}{' (base)' if r['is_base'] else ''}: val acc {r['val_acc']:.4f}±{r['val_acc_std']:.4f} "
+                  f"auc {r['val_auc']:.4f}; test acc {r['test_acc']:.4f} [{r['test_acc_ci95'][0]:.4f}, "
+                  f"{r['test_acc_ci95'][1]:.4f}] auc {r['test_auc']:.4f}")
+    print(f"wrote {record['out']} and one plot per factor (choose on val, never on the test column)")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     if args.data:
         if len(args.run) != 1 or args.tta or args.without_clinical:
@@ -385,6 +400,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed overrides of the base config")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("sweep", help="one factor at a time around a config, several seeds, seed-level intervals")
+    p.add_argument("--config", required=True)
+    p.add_argument("--vary", action="append", required=True, metavar="KEY=V1,V2,...")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--out", default=None, help="sweep folder (default runs/sweep_<config>)")
+    p.add_argument("--n-bootstrap", type=int, default=1000)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed overrides of the base config")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("serve", help="web service + page: predict / explain over HTTP, Prometheus /metrics")
     p.add_argument("run", nargs="+", help="run directories (or .onnx files with --backend onnx); the first is the default")
