@@ -7,7 +7,7 @@ import yaml
 
 from hybridmednet.cli.main import main
 from hybridmednet.errors import ConfigError
-from hybridmednet.tune.sweep import parse_vary, run_sweep
+from hybridmednet.tune.sweep import parse_vary
 from tests.conftest import tiny_config
 
 
