@@ -164,6 +164,18 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_select(args) -> int:
+    from hybridmednet.tune.select import select_model
+
+    record = select_model(args.candidates, args.constraints, args.out, iters=args.iters, threads=args.threads,
+                          device=args.device)
+    for row in record["candidates"]:
+        print(f"{row['candidate']}: val {row['val_monitor']} {row['val_score']:.4f}, p95 {row['latency_ms_p95']:.3f} ms, "
+              f"{row['file_mb']:.2f} MB -> {row['verdict']}")
+    print(f"selected: {record['selected'] or 'none (' + record['reason'] + ')'}; wrote {record['out']}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     if args.data:
         if len(args.run) != 1 or args.tta or args.without_clinical:
@@ -410,6 +422,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed overrides of the base config")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("select", help="the best-val model that meets latency / size / memory limits")
+    p.add_argument("--candidates", nargs="+", required=True, help="configs (trained if needed) or run directories")
+    p.add_argument("--constraints", required=True, help='e.g. "latency_ms_p95<=10,file_mb<=100,peak_mb<=2000"')
+    p.add_argument("--out", default="runs/select")
+    p.add_argument("--iters", type=int, default=200)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("serve", help="web service + page: predict / explain over HTTP, Prometheus /metrics")
     p.add_argument("run", nargs="+", help="run directories (or .onnx files with --backend onnx); the first is the default")

@@ -1,0 +1,92 @@
+"""``hybridmednet select``: the best model under deployment limits.
+
+    hybridmednet select --candidates a.yaml runs/b c.yaml --constraints "latency_ms_p95<=10,file_mb<=100,peak_mb<=2000"
+
+Candidates are configs (trained here unless a finished run with the same config exists) or run
+directories. Each is benchmarked through ``hybridmednet benchmark`` (eager and ONNX; the
+deployment row is the ONNX fp32 export, ``model.onnx``) and ranked by its **val** score on its
+own ``train.monitor`` (test is never read here). The winner is the best-val candidate that meets
+every constraint; the table says why each other one lost. No candidate meeting the limits is an
+answer too: ``selected`` is null and the reason is given for every candidate.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+from pathlib import Path
+
+from hybridmednet.errors import ConfigError
+from hybridmednet.utils.io import atomic_write_json
+
+# what a constraint may name -> where it comes from in the benchmark row / run
+MEASURES = ("latency_ms_p50", "latency_ms_p95", "throughput_b64_img_s", "file_mb", "peak_mb", "params_m", "gflops")
+OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
+
+
+def parse_constraints(text: str) -> list[tuple[str, str, float]]:
+    out = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        match = re.fullmatch(r"([a-z0-9_]+)\s*(<=|>=|<|>)\s*([0-9.eE+-]+)", item)
+        if not match or match.group(1) not in MEASURES:
+            raise ConfigError(f"--constraints {item!r}: write NAME<=VALUE (or >=, <, >) with NAME one of {', '.join(MEASURES)}")
+        out.append((match.group(1), match.group(2), float(match.group(3))))
+    return out
+
+
+def _run_dir(candidate: str, out: Path, device: str | None) -> Path:
+    from hybridmednet.config.loader import config_differences, load_config
+    from hybridmednet.engine.trainer import train
+    from hybridmednet.paths import resolve_config_path
+
+    path = Path(candidate)
+    if path.is_dir() and (path / "checkpoints" / "best.json").exists():
+        return path
+    cfg = load_config(resolve_config_path(candidate), [f"output_dir={out / 'runs'}"])
+    if (cfg.run_dir / "train_summary.json").exists():
+        import yaml
+
+        if not config_differences(yaml.safe_load((cfg.run_dir / "config.yaml").read_text()), cfg.model_dump(mode="json")):
+            return cfg.run_dir
+    train(cfg, overwrite=True, quiet=True, device=device)
+    return cfg.run_dir
+
+
+def select_model(candidates: list[str], constraints: str, out: str | Path, *, iters: int = 200,
+                 threads: int | None = None, device: str | None = None) -> dict:
+    from hybridmednet.deploy.benchmark import benchmark_run
+
+    limits = parse_constraints(constraints)
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    table = []
+    for candidate in candidates:
+        run_dir = _run_dir(candidate, out, device)
+        best = json.loads((run_dir / "checkpoints" / "best.json").read_text())
+        monitor = best["config"]["train"]["monitor"]
+        bench = benchmark_run(run_dir, iters=iters, threads=threads, onnx_files=None)
+        onnx = next(r for r in bench["rows"] if r["backend"] == "onnx:model")
+        measures = {"latency_ms_p50": onnx["latency_ms_p50"], "latency_ms_p95": onnx["latency_ms_p95"],
+                    "throughput_b64_img_s": onnx["throughput_b64_img_s"], "file_mb": onnx["size_mb"],
+                    "peak_mb": onnx.get("peak_rss_mb"), "params_m": bench["params_m"], "gflops": bench["gflops"]}
+        failed = [f"{name} {measures[name]:.4g} not {op} {value:g}" for name, op, value in limits
+                  if measures[name] is None or not OPS[op](measures[name], value)]
+        table.append({"candidate": candidate, "run_dir": str(run_dir), "model": best["config"]["model"]["name"],
+                      "checkpoint_sha256": best["weights_sha256"], "val_monitor": monitor,
+                      "val_score": best["val_metrics"].get(monitor), **measures, "meets": not failed, "failed": failed})
+    eligible = [r for r in table if r["meets"] and r["val_score"] is not None]
+    winner = max(eligible, key=lambda r: r["val_score"]) if eligible else None
+    for row in table:
+        if row is winner:
+            row["verdict"] = "selected: best val score among the candidates that meet every constraint"
+        elif row["failed"]:
+            row["verdict"] = "fails " + "; ".join(row["failed"])
+        else:
+            row["verdict"] = f"meets the constraints, lower val {row['val_monitor']} than the selected model"
+    record = {"constraints": constraints, "ranked_on": "val (each run's train.monitor); test not read",
+              "deployment_row": "ONNX fp32 export (model.onnx), batch 1", "selected": winner["candidate"] if winner else None,
+              "reason": None if winner else "no candidate meets every constraint; relax a limit or add smaller models",
+              "candidates": table}
+    atomic_write_json(out / "select.json", record)
+    return record | {"out": str(out / "select.json")}
