@@ -152,6 +152,11 @@ def check_components(config: ExperimentConfig) -> None:
 
     check_model_options(config.model.name, config.model.kwargs)
     check_loss(config.train.loss, config.train.loss_kwargs)
+    if config.data.augment_extra:
+        from hybridmednet.data.transforms import extra_op
+
+        for op in config.data.augment_extra:
+            extra_op(op.name, op.p, op.options)
     if config.train.distill is not None:
         from hybridmednet.losses.distill import check_distiller
 

@@ -166,6 +166,14 @@ class ClinicalConfig(StrictModel):
         return self
 
 
+class AugmentOp(StrictModel):
+    """An extra albumentations op after the ``data.augment`` preset (``data/transforms.py``)."""
+
+    name: str
+    p: float = Field(0.5, ge=0, le=1)
+    options: dict[str, Any] = {}
+
+
 class DataConfig(StrictModel):
     source: DataSource
     image_size: int = Field(28, ge=8, le=1024)
@@ -173,6 +181,8 @@ class DataConfig(StrictModel):
     resize: Literal["center_crop", "squash"] = "center_crop"
     split: SplitConfig = SplitConfig()
     augment: Literal["auto", "none", "light", "medium", "strong"] = "auto"
+    augment_extra: list[AugmentOp] = Field([], description="albumentations ops after the preset: elastic, "
+                                           "grid_distortion, gamma, gaussian_noise, gaussian_blur, clahe, brightness_contrast ...")
     balanced_sampling: bool = False
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(512, ge=1)
@@ -220,6 +230,21 @@ class PruneConfig(StrictModel):
 
     method: Literal["magnitude", "channel"]
     amount: float = Field(gt=0, lt=1, description="fraction of weights (magnitude) or channels (channel) removed")
+
+
+class MixConfig(StrictModel):
+    """Batch-level mixing (``train.mix``): mixup (Zhang et al. 2018) and/or CutMix (Yun et al.
+    2019); with both, each batch picks one at random. The loss is ``lam * L(y_a) + (1 - lam) * L(y_b)``."""
+
+    mixup_alpha: float = Field(0.2, ge=0, description="Beta(alpha, alpha) mixing weight; 0 turns mixup off")
+    cutmix_alpha: float = Field(0.0, ge=0, description="Beta(alpha, alpha) box area; 0 turns CutMix off")
+    prob: float = Field(1.0, ge=0, le=1, description="share of batches mixed")
+
+    @model_validator(mode="after")
+    def _one_on(self) -> MixConfig:
+        if self.mixup_alpha == 0 and self.cutmix_alpha == 0:
+            raise ValueError("train.mix needs mixup_alpha > 0 or cutmix_alpha > 0 (or drop train.mix)")
+        return self
 
 
 class DistillMethodConfig(BaseModel):
@@ -300,6 +325,7 @@ class TrainConfig(StrictModel):
     prune: PruneConfig | None = None
     qat: bool = Field(False, description="quantization-aware fine-tuning (fake int8) of model.init_checkpoint")
     distill: DistillConfig | None = None
+    mix: MixConfig | None = None
 
 
 class SubgroupConfig(MetadataTableConfig):

@@ -40,11 +40,36 @@ def _strong(size: int, channels: int) -> list:
 
 PRESETS = {"none": lambda size, channels: [], "light": _light, "medium": _medium, "strong": _strong}
 
+# ``data.augment_extra``: albumentations ops added after the preset, each with its probability and
+# its own options (checked by albumentations when the config loads)
+EXTRA_OPS = {"elastic": "ElasticTransform", "grid_distortion": "GridDistortion", "gamma": "RandomGamma",
+             "gaussian_noise": "GaussNoise", "gaussian_blur": "GaussianBlur", "clahe": "CLAHE",
+             "brightness_contrast": "RandomBrightnessContrast", "coarse_dropout": "CoarseDropout",
+             "rotate90": "RandomRotate90", "vertical_flip": "VerticalFlip"}
+
+
+def extra_op(name: str, p: float, options: dict):
+    """One extra albumentations op; a wrong option is a one-line error naming it."""
+    from hybridmednet.errors import ConfigError
+
+    if name not in EXTRA_OPS:
+        raise ConfigError(f"data.augment_extra: unknown op {name!r}; choose from {', '.join(sorted(EXTRA_OPS))}")
+    from hybridmednet.registry import check_options
+
+    cls = getattr(A, EXTRA_OPS[name])
+    options = check_options(cls, options, f"data.augment_extra {name}.options", f"albumentations {cls.__name__}",
+                            frozenset({"p", "always_apply"}))
+    try:
+        return cls(p=p, **options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"data.augment_extra {name}: {' '.join(str(exc).split())[:200]}") from None
+
 
 def resolve_preset(name: str, size: int) -> str:
     return ("light" if size <= 32 else "medium") if name == "auto" else name
 
 
-def build_train_transform(name: str, size: int, channels: int, seed: int) -> A.Compose | None:
-    ops = PRESETS[resolve_preset(name, size)](size, channels)
+def build_train_transform(name: str, size: int, channels: int, seed: int, extra=()) -> A.Compose | None:
+    """The preset's ops, then each ``extra`` entry (objects with ``name``, ``p``, ``options``)."""
+    ops = PRESETS[resolve_preset(name, size)](size, channels) + [extra_op(e.name, e.p, e.options) for e in extra]
     return A.Compose(ops, seed=seed) if ops else None

@@ -33,6 +33,7 @@ from hybridmednet.engine import checkpoint as ckpt
 from hybridmednet.engine.ema import build_ema
 from hybridmednet.engine.finetune import FreezeSchedule
 from hybridmednet.engine.inference import predict_arrays
+from hybridmednet.engine.mixing import mix_batch
 from hybridmednet.engine.optim import build_optimizer, build_scheduler, param_groups, steps_per_epoch_schedule
 from hybridmednet.engine.run_dir import (
     RunDir,
@@ -179,7 +180,7 @@ class Trainer:
 
     def _loader(self, data: PreparedData) -> DataLoader:
         d, train = self.cfg.data, data.splits["train"]
-        transform = build_train_transform(d.augment, d.image_size, d.channels, self.cfg.seed)
+        transform = build_train_transform(d.augment, d.image_size, d.channels, self.cfg.seed, d.augment_extra)
         distill = self.cfg.train.distill
         self.dataset = ArrayDataset(train.images, train.targets, transform, seed=self.cfg.seed, extras=train.clinical,
                                     return_index=distill is not None and distill.teacher_view == "clean")
@@ -350,13 +351,24 @@ class Trainer:
             x = normalize_batch(images.to(rt.device, non_blocking=True), self.mean, self.std, channels_last=rt.channels_last)
             y = targets.to(rt.device, non_blocking=True)
             clinical = {k: v.to(rt.device, non_blocking=True) for k, v in extras[0].items()} if extras else {}
+            mixed = None
+            if t.mix is not None:
+                x, mixed = mix_batch(x, y, t.mix)
             sync = (i + 1) % accum == 0 or i + 1 == n_batches
             context = model.no_sync() if rt.distributed and not sync else nullcontext()
             with context:
                 with rt.autocast(), (self.distill.capture() if self.distill is not None else nullcontext()):
                     out = as_output(model(x, **clinical))
-                aux = raw.aux_losses(out, y) if hasattr(raw, "aux_losses") else None
-                loss, _ = self.task_loss(out, y, aux)
+                if mixed is None:
+                    aux = raw.aux_losses(out, y) if hasattr(raw, "aux_losses") else None
+                    loss, _ = self.task_loss(out, y, aux)
+                else:  # lam * L(y_a) + (1 - lam) * L(y_b), for any task loss
+                    y_b, lam = mixed
+                    losses = []
+                    for target in (y, y_b):
+                        aux = raw.aux_losses(out, target) if hasattr(raw, "aux_losses") else None
+                        losses.append(self.task_loss(out, target, aux)[0])
+                    loss = lam * losses[0] + (1 - lam) * losses[1]
                 if self.distill is not None:
                     with rt.autocast():
                         loss, parts = self.distill(loss, out, x, y, clinical, index)
