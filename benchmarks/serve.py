@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import io
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import provenance, write_results
+
+from hybridmednet.serve.launch import start_service
 
 TARGETS = {"small_onnx_p95_ms_at_8": 20.0, "small_onnx_req_s_at_32": 300.0, "lite224_p95_ms_at_8": 200.0}
 
@@ -56,26 +57,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def start(run: str, backend: str) -> tuple[subprocess.Popen, str]:
-    import httpx
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "hybridmednet", "serve", run, "--backend", backend, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            time.sleep(0.3)
-    proc.kill()
-    raise SystemExit(f"{run} ({backend}) never became ready: {proc.stderr.read().decode()[-2000:]}")
 
 
 async def load(base: str, clients: int, seconds: float, valid: bytes, bad: list, bad_share: float) -> dict:
@@ -133,7 +114,7 @@ def main() -> None:
         for backend in args.backends.split(","):
             if backend == "onnx" and not (Path(run) / "export" / "model.onnx").exists():
                 subprocess.run([sys.executable, "-m", "hybridmednet", "export", run], check=True, capture_output=True)
-            proc, base = start(run, backend)
+            proc, base = start_service(run, "--backend", backend, timeout=180)
             try:
                 for clients in levels:
                     result = asyncio.run(load(base, clients, args.seconds, valid, bad, 0.0))

@@ -35,16 +35,36 @@ def pattern_images(n_per_class: int, n_classes: int, size: int, channels: int, s
     return np.stack(images)[order], np.asarray(labels)[order]
 
 
+def write_npz(path: Path, n_classes: int = 3, counts=(40, 10, 10), size: int = 16, keep=None) -> Path:
+    """A MedMNIST-style npz of :func:`pattern_images` (``counts`` per class for train, val, test);
+    ``keep``: only these classes (labels unchanged)."""
+    arrays = {}
+    for split, n, seed in zip(("train", "val", "test"), counts, (0, 1, 2)):
+        x, y = pattern_images(n, n_classes, size, 3, seed)
+        if keep is not None:
+            mask = np.isin(y, keep)
+            x, y = x[mask], y[mask]
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y[:, None]
+    np.savez(path, **arrays)
+    return path
+
+
+def torchrun_command(config: Path, nproc: int = 2) -> list[str]:
+    """``hybridmednet train`` under torchrun on a free loopback port."""
+    import socket
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+            f"--master_port={port}", "-m", "hybridmednet", "train", "--config", str(config), "--quiet"]
+
+
 @pytest.fixture
 def tiny_npz(tmp_path: Path) -> Path:
     """A MedMNIST-style npz (``tinymnist.npz``): 3 classes, 16 px RGB, official key layout."""
-    arrays = {}
-    for split, n, seed in (("train", 40, 0), ("val", 10, 1), ("test", 10, 2)):
-        x, y = pattern_images(n, 3, 16, 3, seed)
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y[:, None]
-    path = tmp_path / "tinymnist.npz"
-    np.savez(path, **arrays)
-    return path
+    return write_npz(tmp_path / "tinymnist.npz")
 
 
 @pytest.fixture

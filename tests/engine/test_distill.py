@@ -4,9 +4,7 @@ against it from config, and the student an ordinary run afterwards."""
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,7 +16,7 @@ from hybridmednet.engine.evaluate import evaluate_run
 from hybridmednet.engine.run import Run
 from hybridmednet.engine.trainer import read_metrics_csv, train
 from hybridmednet.errors import CheckpointError, ConfigError
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, torchrun_command
 
 
 def student_config(teacher_run, name, methods, **distill):
@@ -124,13 +122,8 @@ def test_two_epoch_distillation_under_ddp(trained_run, tmp_path):
     raw["output_dir"] = str(tmp_path / "runs")
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(raw))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={port}", "-m", "hybridmednet", "train", "--config", str(path), "--quiet"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    out = subprocess.run(torchrun_command(path), capture_output=True, text=True, timeout=240, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "runs" / "ddp_student" / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["epochs_run"] == 2 and summary["distill"]["methods"] == ["kd", "fitnet"]

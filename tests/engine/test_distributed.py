@@ -2,14 +2,12 @@
 
 import json
 import os
-import socket
 import subprocess
-import sys
 
 import pytest
 import yaml
 
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, torchrun_command
 
 pytestmark = pytest.mark.slow  # two training processes under torchrun
 
@@ -19,13 +17,8 @@ def test_two_process_ddp_run(tiny_npz, tmp_path):
     cfg["name"] = "ddp"
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={port}",
-           "-m", "hybridmednet", "train", "--config", str(path), "--quiet"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    out = subprocess.run(torchrun_command(path), capture_output=True, text=True, timeout=180, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count('"world_size": 2') == 1  # only rank 0 reports
     run = tmp_path / "runs" / "ddp"

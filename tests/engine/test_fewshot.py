@@ -11,24 +11,14 @@ from hybridmednet.cli.main import main
 from hybridmednet.config.loader import load_config
 from hybridmednet.engine.fewshot import fewshot_evaluate, novel_classes, sample_episodes
 from hybridmednet.errors import ConfigError
-from tests.conftest import pattern_images, tiny_config
+from tests.conftest import tiny_config, write_npz
 
 
 @pytest.fixture
 def six_class_npz(tmp_path):
-    """Six learnable classes, 16 px: a run trains on three, few-shot reads the other three."""
-    arrays = {}
-    for split, n, seed in (("train", 12, 0), ("val", 4, 1), ("test", 4, 2)):
-        x, y = pattern_images(n, 6, 16, 3, seed)
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y[:, None]
-    path = tmp_path / "sixmnist.npz"
-    np.savez(path, **arrays)
-    three = {}
-    for split in ("train", "val", "test"):
-        keep = arrays[f"{split}_labels"][:, 0] < 3
-        three[f"{split}_images"], three[f"{split}_labels"] = arrays[f"{split}_images"][keep], arrays[f"{split}_labels"][keep]
-    np.savez(tmp_path / "threemnist.npz", **three)
-    return path
+    """Six learnable classes, 16 px: a run trains on the first three, few-shot reads the other three."""
+    write_npz(tmp_path / "threemnist.npz", n_classes=6, counts=(12, 4, 4), keep=[0, 1, 2])
+    return write_npz(tmp_path / "sixmnist.npz", n_classes=6, counts=(12, 4, 4))
 
 
 def test_episodes_are_reproducible_and_keep_groups_apart():

@@ -359,12 +359,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set train.epochs=30")
         p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them in the run")
 
+    def training_flags(p):
+        p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+        p.add_argument("--device", default=None)
+        p.add_argument("--quiet", action="store_true")
+
     p = sub.add_parser("train", help="train a model from a config, or straight from a data folder / CSV / npz")
     with_config(p, data=True)
-    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
-    p.add_argument("--device", default=None)
-    p.add_argument("--quiet", action="store_true")
+    training_flags(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("distill", help="train the config's model as a student of a trained teacher run (or seed ensemble)")
@@ -378,10 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-view", choices=["augmented", "clean"], default=None,
                    help="augmented (default): the teacher reads the student's augmented batch; clean: its outputs on "
                         "the un-augmented training images, computed once")
-    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
-    p.add_argument("--device", default=None)
-    p.add_argument("--quiet", action="store_true")
+    training_flags(p)
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("fewshot", help="episodic few-shot accuracy of a run's frozen embeddings on classes it never saw")
