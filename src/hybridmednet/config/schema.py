@@ -354,6 +354,15 @@ class EvalConfig(StrictModel):
     risk_sensitivity: float = Field(0.90, gt=0, lt=1, description="val sensitivity the group thresholds must reach")
 
 
+class TrackingConfig(StrictModel):
+    """Copy each run's config and metrics to MLflow or TensorBoard (``engine/tracking.py``)."""
+
+    kind: Literal["mlflow", "tensorboard"]
+    uri: str | None = Field(None, description="MLflow tracking URI (default sqlite:///./mlflow.db) or TensorBoard log dir "
+                                             "(default <run>/tensorboard)")
+    experiment: str | None = Field(None, description="MLflow experiment name (default: the run name)")
+
+
 class ExperimentConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
@@ -362,6 +371,7 @@ class ExperimentConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    tracking: TrackingConfig | None = None
 
     @model_validator(mode="after")
     def _multimodal_needs_clinical_data(self) -> ExperimentConfig:

@@ -117,7 +117,7 @@ def check_risk_groups(risk_groups: dict[str, list[str]] | None, class_names: lis
 
 
 # keys that may differ on --resume: where the run lives, a longer schedule, settings read only after training
-RESUME_MAY_CHANGE = ("output_dir", "train.epochs", "train.log_every", "eval.n_bootstrap", "eval.subgroups",
+RESUME_MAY_CHANGE = ("output_dir", "train.epochs", "train.log_every", "tracking", "eval.n_bootstrap", "eval.subgroups",
                      "eval.sensitivity_target", "eval.conformal", "eval.risk_groups", "eval.risk_sensitivity")
 
 
@@ -291,29 +291,39 @@ class Trainer:
                  f"precision {rt.amp_dtype or 'fp32'}, channels_last {rt.channels_last}, world {rt.world_size}, "
                  f"augment {resolve_preset(cfg.data.augment, cfg.data.image_size)}")
 
+        from hybridmednet.engine.tracking import build_tracker
+
+        tracker = build_tracker(cfg, self.run.path) if rt.is_main else None
         throughput = []
-        for epoch in range(state["epoch"], t.epochs):
-            epoch_start = time.perf_counter()
-            train_loss, img_s = self._train_epoch(model, raw, loader, optimizer, scheduler, ema, scaler, state, epoch)
-            throughput.append(img_s)
-            stop = False
-            if rt.is_main:
-                row = self._validate_and_select(raw, ema, state, epoch, train_loss, img_s, optimizer)
-                row |= self._distill_row()
-                row["epoch_s"] = round(time.perf_counter() - epoch_start, 2)
-                self._append_csv(row)
+        try:
+            for epoch in range(state["epoch"], t.epochs):
+                epoch_start = time.perf_counter()
+                train_loss, img_s = self._train_epoch(model, raw, loader, optimizer, scheduler, ema, scaler, state, epoch)
+                throughput.append(img_s)
+                stop = False
+                if rt.is_main:
+                    row = self._validate_and_select(raw, ema, state, epoch, train_loss, img_s, optimizer)
+                    row |= self._distill_row()
+                    row["epoch_s"] = round(time.perf_counter() - epoch_start, 2)
+                    self._append_csv(row)
+                    if tracker is not None:
+                        tracker.log_epoch(row)
+                    state["epoch"] = epoch + 1
+                    if not self.per_step_schedule:  # reduce-on-plateau: once per epoch on the val score, saved with it
+                        scheduler.step(self._last_score)
+                    self._save_last(raw, ema, optimizer, scheduler, scaler, state)
+                    if self.on_epoch_end is not None:
+                        self.on_epoch_end(epoch + 1, self._last_score)
+                    stop = t.early_stopping_patience is not None and state["bad_epochs"] >= t.early_stopping_patience
+                    if stop:
+                        log.info(f"early stopping: no {t.monitor} improvement on val for {state['bad_epochs']} epochs")
                 state["epoch"] = epoch + 1
-                if not self.per_step_schedule:  # reduce-on-plateau: once per epoch on the val score, saved with it
-                    scheduler.step(self._last_score)
-                self._save_last(raw, ema, optimizer, scheduler, scaler, state)
-                if self.on_epoch_end is not None:
-                    self.on_epoch_end(epoch + 1, self._last_score)
-                stop = t.early_stopping_patience is not None and state["bad_epochs"] >= t.early_stopping_patience
-                if stop:
-                    log.info(f"early stopping: no {t.monitor} improvement on val for {state['bad_epochs']} epochs")
-            state["epoch"] = epoch + 1
-            if broadcast_flag(stop, rt) or (self.stop_after_epoch is not None and epoch + 1 >= self.stop_after_epoch):
-                break
+                if broadcast_flag(stop, rt) or (self.stop_after_epoch is not None and epoch + 1 >= self.stop_after_epoch):
+                    break
+        except BaseException:
+            if tracker is not None:  # an interrupted or pruned run is marked so in the tracker
+                tracker.abort()
+            raise
         summary = {"best_epoch": state["best_epoch"], "best_val_score": state["best_score"], "monitor": t.monitor,
                    "epochs_run": state["epoch"], "wall_s": round(time.perf_counter() - started, 1),
                    "train_img_s_median": float(np.median(throughput)) if throughput else None,
@@ -323,6 +333,8 @@ class Trainer:
                                   "weights": self.distill.weights, "learned_weights": self.distill.learned()}
         if rt.is_main:
             atomic_write_json(self.run.path / "train_summary.json", summary)
+            if tracker is not None:
+                tracker.finish(summary)
         if rt.distributed:
             torch.distributed.barrier()
         return summary
