@@ -105,3 +105,28 @@ def test_two_workers_share_one_sqlite_study(files, tmp_path):
     best = json.loads((out / "best.json").read_text())
     assert best["n_trials"]["complete"] >= 4 and best["storage"].startswith("sqlite:///")
     assert len(list((out / "trials").iterdir())) == best["n_trials"]["complete"]
+
+
+def test_study_report_page_opens_in_a_browser(files, tmp_path):
+    import shutil
+
+    config, space = files
+    study = Study(str(config), str(space), tmp_path / "report", pruner="none")
+    study.optimize(3)
+    record = study.finish()
+    page = (tmp_path / "report" / "study.html").read_text()
+    assert record["report"].endswith("study.html") and page.count("<img") >= 2 and "read once" in page
+    chromium = shutil.which("chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if chromium is None:
+        pytest.skip("no chromium")
+    errors = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        tab = browser.new_page()
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        tab.goto((tmp_path / "report" / "study.html").as_uri())
+        assert tab.locator("table tr").count() == 4  # header + three trials
+        assert all(tab.evaluate("(img) => img.naturalWidth", img) > 0 for img in tab.query_selector_all("img"))
+        browser.close()
+    assert errors == []

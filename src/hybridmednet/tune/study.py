@@ -158,6 +158,9 @@ class Study:
             record["pareto_front"] = [{"trial": t.number, "values": t.values, "params": t.params} for t in self.study.best_trials]
         record["storage"], record["study"] = self.storage, self.name
         atomic_write_json(path, record)
+        from hybridmednet.tune.report import study_report
+
+        record["report"] = str(study_report(self.study, record, self.out))
         return record
 
 
