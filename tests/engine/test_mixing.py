@@ -73,3 +73,27 @@ def test_training_with_mixing_and_extra_ops_resumes_exactly(tiny_npz, tmp_path):
     a, b = last(full.run_dir), last(part.run_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["train_loss"] for r in read_metrics_csv(full.run_dir)] == [r["train_loss"] for r in read_metrics_csv(part.run_dir)]
+
+
+def test_adaptive_augmentation_follows_the_val_trend_and_resumes(tiny_npz, tmp_path):
+    from hybridmednet.config.schema import AdaptiveAugmentConfig
+    from hybridmednet.data.transforms import next_strength
+
+    cfg = AdaptiveAugmentConfig(start=0.5, step=0.25, low=0.0, high=1.0)
+    assert next_strength(0.5, cfg, improved=True, train_loss=0.1, previous_train_loss=0.5) == 0.5
+    assert next_strength(0.5, cfg, improved=False, train_loss=0.1, previous_train_loss=0.5) == 0.75  # overfitting
+    assert next_strength(0.5, cfg, improved=False, train_loss=0.9, previous_train_loss=0.5) == 0.25  # too hard
+    assert next_strength(1.0, cfg, improved=False, train_loss=0.1, previous_train_loss=0.5) == 1.0
+    overrides = ["data.augment_extra=[{name: gaussian_noise, p: 0.8}]", "data.adaptive_augment={start: 0.5, step: 0.5}"]
+    raw = tiny_config(tiny_npz.parent, tmp_path / "runs", epochs=4)
+    full = load_config(raw=raw, overrides=["name=full", *overrides])
+    train(full, quiet=True)
+    strengths = [float(r["aug_strength"]) for r in read_metrics_csv(full.run_dir)]
+    assert strengths[0] == 0.5 and len(strengths) == 4
+    part = load_config(raw=raw, overrides=["name=part", *overrides])
+    train(part, quiet=True, stop_after_epoch=2)
+    train(part, quiet=True, resume=True)
+    assert [float(r["aug_strength"]) for r in read_metrics_csv(part.run_dir)] == strengths
+    assert [r["train_loss"] for r in read_metrics_csv(part.run_dir)] == [r["train_loss"] for r in read_metrics_csv(full.run_dir)]
+    with pytest.raises(ConfigError, match="augment_extra, which is empty"):
+        train(load_config(raw=raw, overrides=["name=empty", "data.adaptive_augment={start: 0.5}"]), quiet=True)

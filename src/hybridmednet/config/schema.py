@@ -174,6 +174,16 @@ class AugmentOp(StrictModel):
     options: dict[str, Any] = {}
 
 
+class AdaptiveAugmentConfig(StrictModel):
+    """Scale the ``augment_extra`` probabilities by a strength that follows the val trend
+    (``data/transforms.next_strength``); saved in ``last`` so resume replays it."""
+
+    start: float = Field(0.5, ge=0)
+    step: float = Field(0.1, gt=0)
+    low: float = Field(0.0, ge=0)
+    high: float = Field(1.5, gt=0)
+
+
 class DataConfig(StrictModel):
     source: DataSource
     image_size: int = Field(28, ge=8, le=1024)
@@ -183,6 +193,13 @@ class DataConfig(StrictModel):
     augment: Literal["auto", "none", "light", "medium", "strong"] = "auto"
     augment_extra: list[AugmentOp] = Field([], description="albumentations ops after the preset: elastic, "
                                            "grid_distortion, gamma, gaussian_noise, gaussian_blur, clahe, brightness_contrast ...")
+    adaptive_augment: AdaptiveAugmentConfig | None = Field(None, description="augment_extra strength from the val trend")
+
+    @model_validator(mode="after")
+    def _adaptive_needs_ops(self) -> DataConfig:
+        if self.adaptive_augment is not None and not self.augment_extra:
+            raise ValueError("data.adaptive_augment scales data.augment_extra, which is empty; add ops to it")
+        return self
     balanced_sampling: bool = False
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(512, ge=1)

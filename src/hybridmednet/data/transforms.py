@@ -73,3 +73,19 @@ def build_train_transform(name: str, size: int, channels: int, seed: int, extra=
     """The preset's ops, then each ``extra`` entry (objects with ``name``, ``p``, ``options``)."""
     ops = PRESETS[resolve_preset(name, size)](size, channels) + [extra_op(e.name, e.p, e.options) for e in extra]
     return A.Compose(ops, seed=seed) if ops else None
+
+
+def scaled_extra(extra, strength: float) -> list:
+    """``augment_extra`` with every op's probability times ``strength`` (adaptive augmentation)."""
+    return [op.model_copy(update={"p": min(1.0, op.p * strength)}) for op in extra]
+
+
+def next_strength(strength: float, cfg, *, improved: bool, train_loss: float, previous_train_loss: float | None) -> float:
+    """The seed's adaptive augmentation, from the val trend: no val improvement while the training
+    loss still falls is overfitting, so augment harder (+ ``step``); no val improvement while the
+    training loss rises means the task got too hard, so ease off (- ``step``); an improving epoch
+    keeps the strength. Clipped to [low, high]."""
+    if improved or previous_train_loss is None:
+        return strength
+    change = cfg.step if train_loss < previous_train_loss else -cfg.step
+    return float(min(cfg.high, max(cfg.low, strength + change)))

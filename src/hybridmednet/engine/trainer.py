@@ -28,7 +28,7 @@ from hybridmednet.data.leakage import summarize
 from hybridmednet.data.pipeline import PreparedData, prepare_data
 from hybridmednet.data.preprocess import default_mean_std, normalize_batch
 from hybridmednet.data.taxonomy import fine_to_coarse
-from hybridmednet.data.transforms import build_train_transform, resolve_preset
+from hybridmednet.data.transforms import build_train_transform, next_strength, resolve_preset, scaled_extra
 from hybridmednet.engine import checkpoint as ckpt
 from hybridmednet.engine.ema import build_ema
 from hybridmednet.engine.finetune import FreezeSchedule
@@ -283,6 +283,10 @@ class Trainer:
         ema = build_ema(raw, t.ema_decay) if t.ema else None
         scaler = torch.amp.GradScaler(rt.device.type) if rt.use_scaler else None
         state = {"epoch": 0, "step": 0, "best_score": -float("inf"), "best_epoch": -1, "bad_epochs": 0}
+        if cfg.data.adaptive_augment is not None:
+            if rt.distributed:
+                raise ConfigError("data.adaptive_augment is not supported under DDP (only rank 0 sees the val trend)")
+            state |= {"aug_strength": cfg.data.adaptive_augment.start, "last_train_loss": None}
         if self.resume:
             state = self._restore(raw, ema, optimizer, scheduler, scaler)
             log.info(f"resumed from epoch {state['epoch']} (best {t.monitor} {state['best_score']:.4f} at epoch {state['best_epoch']})")
@@ -304,6 +308,12 @@ class Trainer:
                 if rt.is_main:
                     row = self._validate_and_select(raw, ema, state, epoch, train_loss, img_s, optimizer)
                     row |= self._distill_row()
+                    if "aug_strength" in state:
+                        row["aug_strength"] = round(state["aug_strength"], 4)
+                        state["aug_strength"] = next_strength(state["aug_strength"], cfg.data.adaptive_augment,
+                                                              improved=row["selected"] != "", train_loss=train_loss,
+                                                              previous_train_loss=state["last_train_loss"])
+                        state["last_train_loss"] = train_loss
                     row["epoch_s"] = round(time.perf_counter() - epoch_start, 2)
                     self._append_csv(row)
                     if tracker is not None:
@@ -343,6 +353,10 @@ class Trainer:
     def _train_epoch(self, model, raw, loader, optimizer, scheduler, ema, scaler, state, epoch) -> tuple[float, float]:
         t, rt = self.cfg.train, self.rt
         self.sampler.set_epoch(epoch)
+        if "aug_strength" in state:  # adaptive augmentation: this epoch's strength, rebuilt before seeding
+            d = self.cfg.data
+            self.dataset.transform = build_train_transform(d.augment, d.image_size, d.channels, self.cfg.seed,
+                                                           scaled_extra(d.augment_extra, state["aug_strength"]))
         self.dataset.set_epoch(epoch)
         if hasattr(self.loss_fn, "set_epoch"):  # epoch-dependent losses (LDAM's deferred re-weighting)
             self.loss_fn.set_epoch(epoch)
