@@ -316,3 +316,14 @@ def test_bspline_bases_form_a_partition_of_unity_inside_the_grid():
 def test_kan_rejects_an_unknown_basis():
     with pytest.raises(ConfigError, match="spline, rbf"):
         create_head("kan", C, K, basis="chebyshev")
+
+
+def test_global_contrastive_prototype_loss_prefers_embeddings_on_their_own_prototype():
+    protos = torch.eye(4).view(2, 2, 4).tolist()  # class 0: e0, e1; class 1: e2, e3
+    clf = _classifier(protos, contrastive_weight=1.0, contrastive_tau=0.1)
+    targets = torch.tensor([0, 1])
+    on_own = clf.contrastive_loss(torch.stack([torch.eye(4)[1], torch.eye(4)[2]]), targets)
+    on_other = clf.contrastive_loss(torch.stack([torch.eye(4)[2], torch.eye(4)[0]]), targets)
+    assert on_own < 0.01 < on_other
+    assert "proto_contrastive" in clf.aux_losses(torch.randn(2, 4), targets)
+    assert "proto_contrastive" not in _classifier(protos).aux_losses(torch.randn(2, 4), targets)  # off by default

@@ -10,7 +10,11 @@ Training-only terms (see :meth:`PrototypeClassifier.aux_losses`):
 - *separation*: ``relu(margin + cos_other - cos_own)`` with ``cos_other`` the nearest other-class
   prototype (a triplet hinge relative to the own-class similarity, so it works in any dimension);
 - *diversity*: mean ``relu(cos)`` between active prototypes of the same class (0 when they are
-  orthogonal or opposed; only similar prototypes are pushed apart).
+  orthogonal or opposed; only similar prototypes are pushed apart);
+- *contrastive* (global, off by default): InfoNCE of each embedding against **every** active
+  prototype of every class at temperature ``contrastive_tau``, the positive being its nearest
+  own-class prototype, so the whole prototype set shapes the embedding space (not only the
+  nearest rival as in *separation*).
 
 Momentum update (:meth:`update_prototypes`, ``torch.no_grad``): each prototype with assigned
 embeddings becomes ``momentum * p/|p| + (1 - momentum) * mean(z/|z|)``; prototypes keep learning
@@ -41,7 +45,8 @@ class PrototypeClassifier(nn.Module):
     def __init__(self, embed_dim: int, num_classes: int, prototypes_per_class: int = 2, max_per_class: int | None = None,
                  scale: float = 10.0, learn_scale: bool = True, aggregation: str = "max", momentum: float = 0.9,
                  cluster_weight: float = 0.1, separation_weight: float = 0.1, diversity_weight: float = 0.1,
-                 margin: float = 0.1, add_threshold: float | None = None):
+                 margin: float = 0.1, add_threshold: float | None = None, contrastive_weight: float = 0.0,
+                 contrastive_tau: float = 0.1):
         super().__init__()
         if aggregation not in AGGREGATIONS:
             raise ConfigError(f"prototype aggregation {aggregation!r} is unknown; choose from {', '.join(AGGREGATIONS)}")
@@ -50,7 +55,9 @@ class PrototypeClassifier(nn.Module):
         slots = max(max_per_class or prototypes_per_class, prototypes_per_class)
         self.num_classes, self.embed_dim, self.slots = num_classes, embed_dim, slots
         self.aggregation, self.momentum, self.margin, self.add_threshold = aggregation, momentum, margin, add_threshold
-        self.weights = {"cluster": cluster_weight, "separation": separation_weight, "diversity": diversity_weight}
+        self.weights = {"cluster": cluster_weight, "separation": separation_weight, "diversity": diversity_weight,
+                        "contrastive": contrastive_weight}
+        self.contrastive_tau = contrastive_tau
         self.prototypes = nn.Parameter(F.normalize(torch.randn(num_classes, slots, embed_dim), dim=-1))
         active = torch.zeros(num_classes, slots, dtype=torch.bool)
         active[:, :prototypes_per_class] = True
@@ -114,6 +121,12 @@ class PrototypeClassifier(nn.Module):
         pairs = pairs & torch.ones(self.slots, self.slots, dtype=torch.bool, device=pairs.device).triu(1)
         return (F.relu(gram) * pairs).sum() / pairs.sum().clamp_min(1)
 
+    def contrastive_loss(self, emb: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        cos = self.cosines(emb).masked_fill(~self.active, float("-inf"))  # (B, K, M)
+        _, slot, _ = self._own_and_other(emb, targets)
+        positive = targets * self.slots + slot  # index of the nearest own-class prototype, flattened
+        return F.cross_entropy(cos.flatten(1) / self.contrastive_tau, positive)
+
     def aux_losses(self, emb: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weighted cluster / separation / diversity terms; in training also the momentum update.
 
@@ -128,6 +141,8 @@ class PrototypeClassifier(nn.Module):
             "proto_separation": self.weights["separation"] * self.separation_loss(emb, targets),
             "proto_diversity": self.weights["diversity"] * self.diversity_loss(),
         }
+        if self.weights["contrastive"] > 0:
+            losses["proto_contrastive"] = self.weights["contrastive"] * self.contrastive_loss(emb, targets)
         if self.training:
             self.update_prototypes(emb, targets)
         return losses
