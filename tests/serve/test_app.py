@@ -219,3 +219,13 @@ def test_a_multimodal_run_needs_its_metadata_fields(tiny_npz, clinical_npz, tmp_
         as_json = c.post("/v1/predict", json={"image": base64.b64encode(png()).decode(),
                                               "metadata": {"age": 61, "sex": "female", "site": "face"}})
         assert as_json.status_code == 200, as_json.text
+
+
+def test_uploads_stay_in_memory_unless_log_inputs_is_given(torch_backend, tmp_path):
+    logs = tmp_path / "inputs"
+    with TestClient(create_app([torch_backend], Settings(log_inputs=str(logs)))) as c:
+        c.post("/v1/predict", files={"file": ("a.png", png(), "image/png")})
+        c.post("/v1/predict", files={"file": ("bad.png", b"junk", "image/png")})  # refused: not logged
+    lines = [json.loads(line) for line in (logs / "requests.jsonl").read_text().splitlines()]
+    assert len(lines) == 1 and lines[0]["filename"] == "a.png"
+    assert (logs / lines[0]["upload"]).read_bytes() == png()

@@ -45,6 +45,7 @@ class Settings:
     max_queue: int = 256
     timeout_s: float = 10.0
     api_key: str | None = None
+    log_inputs: str | None = None  # a folder: every answered upload and its answer are kept there
 
 
 def _clinical_extras(backend: Backend, fields: dict) -> dict | None:
@@ -200,8 +201,10 @@ def create_app(backends: list[Backend], settings: Settings | None = None) -> Fas
 
         raws = await asyncio.gather(*(batchers[backend.name].submit(image, extras) for _, image in inputs))
         results = describe(backend, np.stack(raws))
-        for (filename, image), result in zip(inputs, results):
+        for (filename, image), result, (_, data, _) in zip(inputs, results, cases):
             result["filename"] = filename
+            if settings.log_inputs:
+                _log_input(settings.log_inputs, filename, data, backend, result)
             telemetry.record_ood(backend.name, result["ood"]["flag"])
             if explain:
                 result["overlay_png"] = await batchers[backend.name].run_exclusive(_overlay, backend, image, result)
@@ -252,6 +255,23 @@ def create_app(backends: list[Backend], settings: Settings | None = None) -> Fas
         return await run_cases(request, name, explain=True)
 
     return app
+
+
+def _log_input(folder: str, filename: str, data: bytes, backend: Backend, result: dict) -> None:
+    """``--log-inputs``: the upload as received (named by its sha256) and one JSON line with the answer."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(data).hexdigest()
+    suffix = Path(filename).suffix.lower()[:8] or ".bin"
+    (root / f"{digest}{suffix}").write_bytes(data)
+    line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "upload": f"{digest}{suffix}", "filename": filename,
+            "model": backend.name, "checkpoint_sha256": backend.checkpoint_sha256,
+            "predicted": result["predicted"], "probabilities": result["probabilities"], "abstain": result["abstain"]}
+    with open(root / "requests.jsonl", "a") as handle:
+        handle.write(json.dumps(line) + "\n")
 
 
 def _overlay(backend, image: np.ndarray, result: dict) -> str:
