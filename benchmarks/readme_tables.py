@@ -130,13 +130,15 @@ def _published(row: dict) -> str:
 
 
 def _point(row: dict, key: str) -> str:
-    """A single-seed row: point [CI]. A multi-seed row: mean ± seed std, because its stored CI
-    may be one seed's (the full tables say which)."""
+    """A single-seed row: point [CI]. A multi-seed row: mean ± seed std, with the seed-mean
+    interval when the row has one (older rows stored seed 0's; the full tables show it apart)."""
     value = row["metrics"].get(key)
     if value is None:
         return "–"
     if len(row["seeds"]) > 1 and f"{key}_std" in row["metrics"]:
-        return f"{value:.3f} ± {row['metrics'][key + '_std']:.3f} ({len(row['seeds'])} seeds)"
+        ci = _ci_of(row, key)
+        interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        return f"{value:.3f} ± {row['metrics'][key + '_std']:.3f} ({len(row['seeds'])} seeds){interval}"
     ci = row["ci"].get(key)
     inside = ci and ci[0] <= value <= ci[1]
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if inside else f"{value:.3f}"
