@@ -143,12 +143,11 @@ class Distillation(nn.Module):
             if "features" in needs or "embedding" in needs:
                 for side, model, ex, extras in (("student", student, example, example_extras),
                                                 ("teacher", teacher.model, t_example, t_extras)):
-                    if "features" in needs and options.get(f"{side}_layer") is None:
-                        options[f"{side}_layer"] = defaults.setdefault(side, last_spatial_layer(model, ex, extras))
+                    if side not in defaults:  # one probe per model, only when a default is needed
+                        defaults[side] = last_spatial_layer(model, ex, extras)
                     if "features" in needs:
+                        options[f"{side}_layer"] = options.get(f"{side}_layer") or defaults[side]
                         layers[side] = options[f"{side}_layer"]
-                    elif "embedding" in needs:
-                        defaults.setdefault(side, last_spatial_layer(model, ex, extras))
             plans.append((method, options, needs, layers, where))
             names.append(method.name if method.name not in names else f"{method.name}_{i}")
         self.names, self.weights = names, [m.weight for m, *_ in plans]

@@ -11,6 +11,7 @@ form fields are the clinical metadata of a multimodal run), or JSON ``{"image": 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -197,8 +198,6 @@ def create_app(backends: list[Backend], settings: Settings | None = None) -> Fas
             inputs.append((filename, fit(decode_upload(data, name=filename, channels=channels,
                                                        max_pixels=settings.max_pixels), backend.preprocessing)))
         decoded = time.perf_counter()
-        import asyncio
-
         raws = await asyncio.gather(*(batchers[backend.name].submit(image, extras) for _, image in inputs))
         results = describe(backend, np.stack(raws))
         for (filename, image), result, (_, data, _) in zip(inputs, results, cases):
