@@ -97,3 +97,10 @@ def test_adaptive_augmentation_follows_the_val_trend_and_resumes(tiny_npz, tmp_p
     assert [r["train_loss"] for r in read_metrics_csv(part.run_dir)] == [r["train_loss"] for r in read_metrics_csv(full.run_dir)]
     with pytest.raises(ConfigError, match="augment_extra, which is empty"):
         train(load_config(raw=raw, overrides=["name=empty", "data.adaptive_augment={start: 0.5}"]), quiet=True)
+
+
+def test_mixing_refuses_a_clean_teacher_view(tiny_npz, tmp_path):
+    raw = tiny_config(tiny_npz.parent, tmp_path / "runs")
+    raw["train"]["distill"] = {"teacher": str(tmp_path), "methods": [{"name": "kd"}], "teacher_view": "clean"}
+    with pytest.raises(ConfigError, match="teacher_view: augmented"):
+        load_config(raw=raw, overrides=["train.mix={mixup_alpha: 0.2}"])

@@ -404,6 +404,14 @@ class ExperimentConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _clean_teacher_views_cannot_mix(self) -> ExperimentConfig:
+        distill = self.train.distill
+        if self.train.mix is not None and distill is not None and distill.teacher_view == "clean":
+            raise ValueError("train.mix with train.distill.teacher_view: clean would distil the teacher's answer for "
+                             "the clean image onto a mixed one; use teacher_view: augmented (the teacher sees the mix)")
+        return self
+
+    @model_validator(mode="after")
     def _prune_and_qat_need_trained_weights(self) -> ExperimentConfig:
         if self.train.prune is not None and not self.model.init_checkpoint:
             raise ValueError("train.prune needs model.init_checkpoint (the trained run to prune); pruning random "

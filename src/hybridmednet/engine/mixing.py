@@ -30,3 +30,14 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, cfg) -> tuple[torch.Tensor, tupl
     mixed[..., top:bottom, left:right] = x[order][..., top:bottom, left:right]
     lam = 1 - (bottom - top) * (right - left) / (h * w)
     return mixed, (y[order], lam)
+
+
+def mixed_loss(task_loss, out, y: torch.Tensor, mixed, aux: dict | None) -> torch.Tensor:
+    """The task loss of a batch: plain, or ``lam L(y_a) + (1 - lam) L(y_b)`` for a mixed one (any
+    task loss). The model's own auxiliary terms (prototype losses ...) are computed once, on the
+    first targets, and added in full, so a prototype head's momentum update runs once per step."""
+    if mixed is None:
+        return task_loss(out, y, aux)[0]
+    y_b, lam = mixed
+    loss = lam * task_loss(out, y, None)[0] + (1 - lam) * task_loss(out, y_b, None)[0]
+    return loss + sum((aux or {}).values())

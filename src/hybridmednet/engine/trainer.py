@@ -33,7 +33,7 @@ from hybridmednet.engine import checkpoint as ckpt
 from hybridmednet.engine.ema import build_ema
 from hybridmednet.engine.finetune import FreezeSchedule
 from hybridmednet.engine.inference import predict_arrays
-from hybridmednet.engine.mixing import mix_batch
+from hybridmednet.engine.mixing import mix_batch, mixed_loss
 from hybridmednet.engine.optim import build_optimizer, build_scheduler, param_groups, steps_per_epoch_schedule
 from hybridmednet.engine.run_dir import (
     RunDir,
@@ -385,16 +385,8 @@ class Trainer:
             with context:
                 with rt.autocast(), (self.distill.capture() if self.distill is not None else nullcontext()):
                     out = as_output(model(x, **clinical))
-                if mixed is None:
-                    aux = raw.aux_losses(out, y) if hasattr(raw, "aux_losses") else None
-                    loss, _ = self.task_loss(out, y, aux)
-                else:  # lam * L(y_a) + (1 - lam) * L(y_b), for any task loss
-                    y_b, lam = mixed
-                    losses = []
-                    for target in (y, y_b):
-                        aux = raw.aux_losses(out, target) if hasattr(raw, "aux_losses") else None
-                        losses.append(self.task_loss(out, target, aux)[0])
-                    loss = lam * losses[0] + (1 - lam) * losses[1]
+                aux = raw.aux_losses(out, y) if hasattr(raw, "aux_losses") else None
+                loss = mixed_loss(self.task_loss, out, y, mixed, aux)
                 if self.distill is not None:
                     with rt.autocast():
                         loss, parts = self.distill(loss, out, x, y, clinical, index)
