@@ -138,6 +138,9 @@ def main() -> None:
     parser.add_argument("--plan", required=True, help="method@seed pairs in order, e.g. kd@0,dkd@0,kd@1")
     parser.add_argument("--results-name", default="distill_dermamnist28")
     parser.add_argument("--set", action="append", default=[], help="extra overrides for every distilled run (smoke runs)")
+    parser.add_argument("--continue", dest="continue_", action="store_true",
+                        help="keep the finished (method, seed) runs of the existing results file (their kept predictions "
+                             "and their own commit) and add the plan's runs to them")
     args = parser.parse_args()
     origin = provenance([])
     teachers = sorted(Path(args.teacher_runs).glob("dermamnist_s*"))
@@ -153,6 +156,13 @@ def main() -> None:
 
     data_file = Path(load_config(PRESET).data.source.root) / "dermamnist.npz"
     done: dict[str, list[dict]] = {}
+    previous = RESULTS / f"{args.results_name}.json"
+    if args.continue_ and previous.exists():
+        earlier = json.loads(previous.read_text())
+        for method, runs in earlier["runs"].items():
+            done[method] = [r | {"commit": r.get("commit", earlier["git"]["commit"])} for r in runs
+                            if (ROOT / r["predictions"]).exists()]
+        plan = [(m, s) for m, s in plan if s not in {r["seed"] for r in done.get(m, [])}]
     rows = [teacher_row(scratch, class_names)]
     scratch_interval = seed_mean_interval(scratch["predictions"], class_names)
     per_seed = scratch["payload"]["per_seed"]
@@ -170,6 +180,7 @@ def main() -> None:
         run = train_and_evaluate(PRESET, name, [f"seed={seed}", distill_override(method, teachers), *args.set],
                                  workdir.name)
         run["seed"] = seed
+        run["commit"] = origin["git"]["commit"]
         run["predictions"] = keep_predictions(Path(workdir.name) / name, f"{args.results_name}_{name}")
         if latency is None:  # every student is the same small_cnn: one export and timing stands for all
             latency = onnx_latency(Path(workdir.name) / name)
