@@ -31,6 +31,7 @@ def embed(run, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Frozen embeddings ``(N, D)`` of uint8 images at the run's size."""
     from hybridmednet.engine.inference import batches
     from hybridmednet.engine.taps import FeatureTaps, last_spatial_layer, pooled, probe
+    from hybridmednet.output import as_output
 
     if run.clinical_spec is not None:
         raise DataError(f"{run.path}: a multimodal run; few-shot evaluation reads images only")
@@ -41,8 +42,6 @@ def embed(run, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
             has_features = probe(run.model, x[:1], None).features is not None
             taps = FeatureTaps(run.model, set() if has_features else {last_spatial_layer(run.model, x[:1])}, "fewshot")
         with torch.no_grad(), taps.capture() as captured:
-            from hybridmednet.output import as_output
-
             out = as_output(run.model(x))
         parts.append((out.features.float() if out.features is not None else pooled(next(iter(captured.values()))))
                      .cpu().numpy())

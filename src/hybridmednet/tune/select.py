@@ -36,20 +36,17 @@ def parse_constraints(text: str) -> list[tuple[str, str, float]]:
 
 
 def _run_dir(candidate: str, out: Path, device: str | None) -> Path:
-    from hybridmednet.config.loader import config_differences, load_config
+    from hybridmednet.config.loader import load_config
     from hybridmednet.engine.trainer import train
     from hybridmednet.paths import resolve_config_path
+    from hybridmednet.tune.sweep import trained_with
 
     path = Path(candidate)
     if path.is_dir() and (path / "checkpoints" / "best.json").exists():
         return path
     cfg = load_config(resolve_config_path(candidate), [f"output_dir={out / 'runs'}"])
-    if (cfg.run_dir / "train_summary.json").exists():
-        import yaml
-
-        if not config_differences(yaml.safe_load((cfg.run_dir / "config.yaml").read_text()), cfg.model_dump(mode="json")):
-            return cfg.run_dir
-    train(cfg, overwrite=True, quiet=True, device=device)
+    if not trained_with(cfg.run_dir, cfg):
+        train(cfg, overwrite=True, quiet=True, device=device)
     return cfg.run_dir
 
 

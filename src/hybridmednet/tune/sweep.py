@@ -41,7 +41,8 @@ def _slug(key: str, value) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", f"{key}-{value}")
 
 
-def _trained(run_dir: Path, cfg) -> bool:
+def trained_with(run_dir: Path, cfg) -> bool:
+    """Whether ``run_dir`` holds a finished run of exactly ``cfg`` (so it can be reused)."""
     if not (run_dir / "train_summary.json").exists():
         return False
     from hybridmednet.config.loader import config_differences
@@ -80,7 +81,7 @@ def run_sweep(config: str, vary: list[str], seeds: list[int], out: str | Path, *
         name = f"base_s{seed}" if is_base else f"{_slug(key, value)}_s{seed}"
         extra = [] if is_base else [override(key, value)]
         cfg = load_config(path, [*base_overrides, *extra, f"seed={seed}", f"output_dir={out / 'runs'}", f"name={name}"])
-        if not _trained(cfg.run_dir, cfg):
+        if not trained_with(cfg.run_dir, cfg):
             train(cfg, overwrite=True, quiet=True, device=device)
         for split in ("val", "test"):
             evaluate_run(cfg.run_dir, split, n_bootstrap=0, device=device)
