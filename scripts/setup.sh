@@ -21,7 +21,7 @@ fi
 if [ "$extra" = "dev" ]; then
   pip_install -e ".[dev]" "${constraints[@]}"
 else
-  pip_install -e ".[medical,deploy,report,pretrained,text,serve,tune]" "${constraints[@]}"
+  pip_install -e ".[medical,deploy,report,pretrained,text,serve,tune,volumes]" "${constraints[@]}"
 fi
 if [ ${#constraints[@]} -gt 0 ]; then
   # CPU torch beside PyPI's CUDA torchvision: a start-up hook makes `import timm` / `import torchvision`

@@ -53,10 +53,13 @@ def test_npz_multilabel_and_3d(tmp_path):
     np.savez(tmp_path / "volmnist3d.npz", **arrays)
     table = build_table(medmnist(tmp_path, flag="volmnist3d", download=False))
     assert table.multilabel and table.targets.shape == (12, 3)
-    assert table.images.shape == (12, 8, 8, 3)  # three orthogonal central slices
+    assert table.images.shape == (12, 8, 8, 8, 1)  # volumes, read natively or as 2.5D by materialize
+    from hybridmednet.data.volumes import orthogonal_slices
+
+    slices = orthogonal_slices(table.images)  # the 2.5D view: three orthogonal central slices
     vol = arrays["train_images"][0]
-    np.testing.assert_array_equal(table.images[0, :, :, 0], vol[4])
-    np.testing.assert_array_equal(table.images[0, :, :, 2], vol[:, :, 4])
+    np.testing.assert_array_equal(slices[0, :, :, 0], vol[4])
+    np.testing.assert_array_equal(slices[0, :, :, 2], vol[:, :, 4])
 
 
 def test_npz_download_from_file_url_checks_md5(tmp_path, tiny_npz):

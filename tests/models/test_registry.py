@@ -1,5 +1,6 @@
 """Every registered model: builds, runs forward and backward at its smallest valid size with 1 and
-3 input channels, and exports to ONNX (or the test says why not)."""
+3 input channels (volume models on ``(B, C, S, S, S)``), and exports to ONNX with a dynamic batch
+(or the test says why not)."""
 
 import io
 
@@ -9,6 +10,7 @@ import torch
 
 from hybridmednet.errors import ConfigError
 from hybridmednet.models import create_model, list_models
+from hybridmednet.models._registry import model_spatial_dims
 from hybridmednet.output import LogitsOnly, as_output
 
 EXPORT_PARAM_LIMIT_M = 60  # larger variants share their family's code path; exporting them only costs CI time
@@ -16,7 +18,8 @@ EXPORT_PARAM_LIMIT_M = 60  # larger variants share their family's code path; exp
 
 # the smallest variant of each family runs in the fast loop; the larger ones (same code path) are slow
 FAST = {"small_cnn", "small_cnn_wide", "hybridmednet_small28", "hybridmednet_lite", "resnet18_fpn", "convnext_tiny_fpn",
-        "swin_tiny_fpn", "efficientnetv2_s_fpn", "vision_mamba_tiny"}
+        "swin_tiny_fpn", "efficientnetv2_s_fpn", "vision_mamba_tiny", "small_cnn_3d", "acs_small_cnn", "i3d_small_cnn",
+        "resnet3d_18"}
 MODELS = [name if name in FAST else pytest.param(name, marks=pytest.mark.slow) for name in list_models()]
 
 
@@ -32,11 +35,15 @@ def build(name: str, in_chans: int, **kwargs):
     return create_model(name, num_classes=5, in_chans=in_chans, image_size=size, **kwargs), size
 
 
+def example(name: str, batch: int, in_chans: int, size: int) -> torch.Tensor:
+    return torch.randn(batch, in_chans, *(size,) * model_spatial_dims(name))
+
+
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("in_chans", [1, 3])
 def test_forward_backward(name, in_chans):
     model, size = build(name, in_chans)
-    out = as_output(model(torch.randn(2, in_chans, size, size)))
+    out = as_output(model(example(name, 2, in_chans, size)))
     assert out.logits.shape == (2, 5) and torch.isfinite(out.logits).all()
     out.logits.sum().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
@@ -54,14 +61,26 @@ def test_onnx_export_parity(name, tmp_path):
         pytest.skip(f"{n_params:.0f}M parameters: same export path as the family's smaller variant, skipped for CI time")
     model.eval()
     wrapper = LogitsOnly(model).eval()  # export restores the wrapper's mode onto the model afterwards
-    x = torch.randn(2, 3, size, size)
     buffer = io.BytesIO()
-    torch.onnx.export(wrapper, (x,), buffer, dynamo=False, opset_version=17, input_names=["image"], output_names=["logits"])
+    torch.onnx.export(wrapper, (example(name, 2, 3, size),), buffer, dynamo=False, opset_version=17,
+                      input_names=["image"], output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
     session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"image": x.numpy()})
-    with torch.no_grad():
-        expected = wrapper(x).numpy()
-    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+    for batch in (1, 3):  # the batch is dynamic: other sizes than the traced one run and agree
+        x = example(name, batch, 3, size)
+        (got,) = session.run(None, {"image": x.numpy()})
+        with torch.no_grad():
+            expected = wrapper(x).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_volume_models_are_refused_on_images_and_the_reverse():
+    from hybridmednet.models._factory import check_model_dims
+
+    with pytest.raises(ConfigError, match="'small_cnn_3d' is a 3D model but data.spatial_dims is 2"):
+        check_model_dims("small_cnn_3d", 2)
+    with pytest.raises(ConfigError, match="volume \\(3D\\) models: acs_small_cnn, i3d_small_cnn"):
+        check_model_dims("small_cnn", 3)
+    check_model_dims("resnet18", 2)  # timm: 2D
 
 
 def test_hierarchical_models_return_coarse_logits():

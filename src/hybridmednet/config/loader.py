@@ -148,15 +148,17 @@ def check_components(config: ExperimentConfig) -> None:
     before any data is read: the model and its ``model.kwargs`` (head and head options too), the
     loss and ``train.loss_kwargs``, the distillers and their options, and the multimodal fusion."""
     from hybridmednet.losses import check_loss
-    from hybridmednet.models._factory import check_model_options
+    from hybridmednet.models._factory import check_model_dims, check_model_options
 
     check_model_options(config.model.name, config.model.kwargs)
+    check_model_dims(config.model.name, config.data.spatial_dims)
     check_loss(config.train.loss, config.train.loss_kwargs)
     if config.data.augment_extra:
         from hybridmednet.data.transforms import extra_op
+        from hybridmednet.data.volume_transforms import extra_op_3d
 
         for op in config.data.augment_extra:
-            extra_op(op.name, op.p, op.options)
+            (extra_op_3d if config.data.spatial_dims == 3 else extra_op)(op.name, op.p, op.options)
     if config.train.distill is not None:
         from hybridmednet.losses.distill import check_distiller
 

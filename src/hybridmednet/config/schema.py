@@ -184,9 +184,29 @@ class AdaptiveAugmentConfig(StrictModel):
     high: float = Field(1.5, gt=0)
 
 
+class VolumeConfig(StrictModel):
+    """How a 3D volume becomes the model's ``S^3`` grid (``data/volumes.py``)."""
+
+    interpolation: Literal["linear", "nearest"] = Field("linear", description="resampling to the grid (trilinear or nearest)")
+    window: Literal["brain", "subdural", "stroke", "lung", "mediastinum", "soft_tissue", "abdomen", "liver", "bone"] | tuple[float, float] | None = Field(
+        None, description="CT window: a preset name or [level, width] in HU; maps HU linearly to 0..255")
+    intensity: Literal["percentile", "minmax"] = Field(
+        "percentile", description="without a window: clip to the 0.5-99.5th percentiles (MR) or stretch min-max")
+
+    @field_validator("window")
+    @classmethod
+    def _positive_width(cls, window):
+        if isinstance(window, tuple) and window[1] <= 0:
+            raise ValueError(f"window width must be > 0, got {window[1]}")
+        return window
+
+
 class DataConfig(StrictModel):
     source: DataSource
     image_size: int = Field(28, ge=8, le=1024)
+    spatial_dims: Literal[2, 3] = Field(2, description="3: volumes read natively (S^3 grid, 3D models); 2: images, "
+                                        "and volumes as 2.5D (three central orthogonal slices)")
+    volume: VolumeConfig = VolumeConfig()
     channels: Literal[1, 3] = 3
     resize: Literal["center_crop", "squash"] = "center_crop"
     split: SplitConfig = SplitConfig()
@@ -199,6 +219,8 @@ class DataConfig(StrictModel):
     def _adaptive_needs_ops(self) -> DataConfig:
         if self.adaptive_augment is not None and not self.augment_extra:
             raise ValueError("data.adaptive_augment scales data.augment_extra, which is empty; add ops to it")
+        if self.spatial_dims == 3 and self.channels != 1:
+            raise ValueError("data.spatial_dims=3 reads single-channel volumes: set data.channels=1")
         return self
     balanced_sampling: bool = False
     batch_size: int = Field(128, ge=1)

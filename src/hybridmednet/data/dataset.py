@@ -1,6 +1,6 @@
 """Torch dataset over in-memory uint8 arrays, and a sampler that is deterministic per epoch.
 
-Samples leave the dataset as ``uint8 (C, H, W)`` tensors; conversion to float and
+Samples leave the dataset as ``uint8 (C, H, W)`` tensors (volumes ``(C, D, H, W)``); conversion to float and
 normalisation happen once per batch (see ``preprocess.py``), which is cheaper than per image.
 """
 
@@ -40,7 +40,7 @@ class ArrayDataset(Dataset):
         image = self.images[index]
         if self.transform is not None:
             image = self.transform(image=image)["image"]
-        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        tensor = torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0)))
         sample = (tensor, self.targets[index])
         if self.extras:  # clinical inputs of multimodal models, batched by the default collate
             sample += ({k: v[index] for k, v in self.extras.items()},)

@@ -20,12 +20,31 @@ from hybridmednet.utils.io import atomic_write
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz", ".gif", ".webp")
 
 
-def expand_inputs(inputs: list[str], path_column: str = "path") -> list[str]:
-    """Image files as given; folders searched recursively; CSVs read for ``path_column``."""
+def _volume_inputs(folder: Path) -> list[str]:
+    """A DICOM-series folder is one volume; any other folder holds NIfTI files and series folders."""
+    from hybridmednet.data.volumes import is_dicom_series, is_nifti
+
+    if is_dicom_series(folder):
+        return [str(folder)]
+    found: list[str] = []
+    for p in sorted(folder.rglob("*")):
+        if any(p.is_relative_to(f) for f in found):
+            continue
+        if (p.is_file() and is_nifti(p)) or is_dicom_series(p):
+            found.append(p)
+    return [str(p) for p in found]
+
+
+def expand_inputs(inputs: list[str], path_column: str = "path", spatial_dims: int = 2) -> list[str]:
+    """Image files as given; folders searched recursively; CSVs read for ``path_column``. For a 3D
+    model (``spatial_dims=3``) a DICOM-series folder is one input and other folders are searched
+    for NIfTI files and series folders."""
     paths: list[str] = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
+        if p.is_dir() and spatial_dims == 3:
+            paths += _volume_inputs(p)
+        elif p.is_dir():
             paths += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES))
         elif p.suffix.lower() == ".csv":
             import pandas as pd
@@ -45,20 +64,26 @@ def expand_inputs(inputs: list[str], path_column: str = "path") -> list[str]:
 def load_inputs(paths: list[str], preprocessing: dict, *, skip_bad: bool = False
                 ) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
     """``(images uint8 (N, S, S, C), kept paths, [(failed path, reason)])`` with the training
-    preprocessing recorded in a checkpoint or an exported model (size, resize mode, channels)."""
+    preprocessing recorded in a checkpoint or an exported model (size, resize mode, channels;
+    for 3D models the volume grid and intensity options, giving ``(N, S, S, S, 1)``)."""
     images, kept, failed = [], [], []
     size, channels = preprocessing["image_size"], preprocessing["channels"]
+    dims = preprocessing.get("spatial_dims", 2)
     for path in paths:
         try:
-            image = load_image(path, channels)
+            if dims == 3:
+                from hybridmednet.data.volumes import load_volume
+
+                images.append(load_volume(path, size, preprocessing["resize"], preprocessing["volume"]))
+            else:
+                images.append(fit_to_square(load_image(path, channels), size, preprocessing["resize"]))
         except DataError as exc:
             if not skip_bad:
                 raise
             failed.append((path, str(exc)))
             continue
-        images.append(fit_to_square(image, size, preprocessing["resize"]))
         kept.append(path)
-    stacked = np.stack(images) if images else np.zeros((0, size, size, channels), np.uint8)
+    stacked = np.stack(images) if images else np.zeros((0,) + (size,) * dims + (channels,), np.uint8)
     return stacked, kept, failed
 
 

@@ -1,4 +1,5 @@
-"""Decode every image once to ``uint8 (N, S, S, C)`` at the training size, and cache the result.
+"""Decode every image once to ``uint8 (N, S, S, C)`` at the training size (volumes:
+``(N, S, S, S, 1)``), and cache the result.
 
 Training reads small arrays from memory instead of decoding JPEGs each epoch (on 2 cores,
 decoding dominates otherwise). The cache key covers the file list, sizes, modification times,
@@ -26,7 +27,7 @@ from hybridmednet.paths import cache_dir
 PREPROCESS_VERSION = 2
 
 
-def _cache_key(table: SampleTable, size: int, channels: int, mode: str, skip_bad: bool) -> str:
+def _cache_key(table: SampleTable, size: int, channels: int, mode: str, skip_bad: bool, volume=None) -> str:
     stats = []
     for p in table.paths:
         try:
@@ -34,15 +35,23 @@ def _cache_key(table: SampleTable, size: int, channels: int, mode: str, skip_bad
             stats.append((p, st.st_size, int(st.st_mtime)))
         except OSError:
             stats.append((p, -1, -1))
-    blob = json.dumps([PREPROCESS_VERSION, stats, size, channels, mode, table.reader_options, skip_bad],
-                      default=str).encode()
+    blob = json.dumps([PREPROCESS_VERSION, stats, size, channels, mode, table.reader_options, skip_bad]
+                      + ([volume] if volume is not None else []), default=str).encode()
     return hashlib.sha1(blob).hexdigest()
 
 
-def _decode_all(table: SampleTable, size: int, channels: int, mode: str, skip_bad: bool):
+def _decode_all(table: SampleTable, size: int, channels: int, mode: str, skip_bad: bool, volume=None):
+    """``volume`` (``data.volume``) given: each row is a volume file or series, read natively."""
+    def decode(i: int) -> np.ndarray:
+        if volume is not None:
+            from hybridmednet.data.volumes import load_volume
+
+            return load_volume(table.paths[i], size, mode, volume)
+        return fit_to_square(table.record(i, channels).image, size, mode)
+
     def one(i: int):
         try:
-            return fit_to_square(table.record(i, channels).image, size, mode), None
+            return decode(i), None
         except DataError as exc:
             if not skip_bad:
                 raise
@@ -51,7 +60,8 @@ def _decode_all(table: SampleTable, size: int, channels: int, mode: str, skip_ba
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         results = list(pool.map(one, range(len(table))))
     ok = np.asarray([r[0] is not None for r in results], dtype=bool)
-    images = np.zeros((len(table), size, size, channels), dtype=np.uint8)
+    shape = (size,) * (3 if volume is not None else 2) + (channels,)
+    images = np.zeros((len(table),) + shape, dtype=np.uint8)
     for i, (image, _) in enumerate(results):
         if image is not None:
             images[i] = image
@@ -59,18 +69,44 @@ def _decode_all(table: SampleTable, size: int, channels: int, mode: str, skip_ba
     return images, ok, skipped
 
 
-def materialize(table: SampleTable, size: int, channels: int, mode: str, *, skip_bad: bool, use_cache: bool = True):
-    """Return ``(images, ok_mask, skipped)`` where ``skipped`` lists ``(id, reason)``."""
+def _in_memory_volumes(table: SampleTable, size: int, channels: int, mode: str, volume):
+    """A table of ``(N, D, H, W, 1)`` volumes (MedMNIST 3D): resampled natively (``volume`` given,
+    ``data.spatial_dims=3``) or read as 2.5D images (three central orthogonal slices)."""
+    from hybridmednet.data.volumes import fit_volume, orthogonal_slices
+
+    ok = np.ones(len(table), dtype=bool)
+    if volume is not None:
+        if table.images.shape[1:] == (size, size, size, 1) and volume["window"] is None:
+            return table.images, ok, []
+        return np.stack([fit_volume(v, size, volume) for v in table.images]), ok, []
+    if channels != 3:
+        raise DataError(f"{table.source}: volumes read as 2.5D images need data.channels=3 (one per orthogonal "
+                        "slice); or set data.spatial_dims=3 (and data.channels=1) to read them natively")
+    slices = orthogonal_slices(table.images)
+    if slices.shape[1] != size:
+        slices = np.stack([fit_to_square(s, size, mode) for s in slices])
+    return slices, ok, []
+
+
+def materialize(table: SampleTable, size: int, channels: int, mode: str, *, skip_bad: bool, use_cache: bool = True,
+                volume=None):
+    """Return ``(images, ok_mask, skipped)`` where ``skipped`` lists ``(id, reason)``. ``volume``
+    (``data.volume`` as a dict, given when ``data.spatial_dims=3``) reads every row as a volume."""
+    if table.images is not None and table.images.ndim == 5:
+        return _in_memory_volumes(table, size, channels, mode, volume)
+    if table.images is not None and volume is not None:
+        raise DataError(f"{table.source}: data.spatial_dims=3 but the file holds 2D images {table.images.shape[1:]}; "
+                        "set data.spatial_dims=2")
     if table.images is not None and table.images.shape[1:] == (size, size, channels) and table.images.dtype == np.uint8:
         return table.images, np.ones(len(table), dtype=bool), []
     if table.images is not None:
         return _decode_all(table, size, channels, mode, skip_bad)
-    path = cache_dir() / "images" / f"{_cache_key(table, size, channels, mode, skip_bad)}.npz"
+    path = cache_dir() / "images" / f"{_cache_key(table, size, channels, mode, skip_bad, volume)}.npz"
     if use_cache and path.exists():
         with np.load(path) as cached:
             skipped = json.loads(str(cached["skipped"]))
             return cached["images"], cached["ok"], [tuple(s) for s in skipped]
-    images, ok, skipped = _decode_all(table, size, channels, mode, skip_bad)
+    images, ok, skipped = _decode_all(table, size, channels, mode, skip_bad, volume)
     if use_cache:
         from hybridmednet.utils.io import atomic_write
 

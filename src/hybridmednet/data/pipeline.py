@@ -22,7 +22,7 @@ class SplitArrays:
     """One split, decoded: what the torch ``Dataset`` and the metrics read."""
 
     ids: list[str]
-    images: np.ndarray  # (N, S, S, C) uint8
+    images: np.ndarray  # (N, S, S, C) uint8; volumes (N, S, S, S, 1)
     targets: np.ndarray
     groups: list[str | None] | None = None
     clinical: dict[str, np.ndarray] | None = None  # the model's clinical inputs, one row per sample
@@ -58,8 +58,8 @@ def _cap(table: SampleTable, limit: int | None, seed: int) -> SampleTable:
 
 
 def _to_arrays(table: SampleTable, cfg, skip_bad: bool) -> tuple[SplitArrays, list]:
-    images, ok, skipped = materialize(table, cfg.image_size, cfg.channels, cfg.resize,
-                                      skip_bad=skip_bad, use_cache=cfg.cache)
+    images, ok, skipped = materialize(table, cfg.image_size, cfg.channels, cfg.resize, skip_bad=skip_bad,
+                                      use_cache=cfg.cache, volume=cfg.volume.model_dump(mode="json") if cfg.spatial_dims == 3 else None)
     if not ok.all():
         keep = np.flatnonzero(ok)
         table, images = table.subset(keep), images[keep]
@@ -73,7 +73,7 @@ def prepare_data(cfg, *, splits_wanted=SPLITS, clinical_spec: dict | None = None
     ``clinical_spec``: a trained model's fitted clinical inputs (its checkpoint's); given, the
     clinical inputs are built with it instead of being fitted again on today's training split,
     so a changed metadata file cannot silently shift a trained model's vocabulary or scaling."""
-    table = build_table(cfg.source)
+    table = build_table(cfg.source, spatial_dims=cfg.spatial_dims)
     if len(table.class_names) < 2:
         raise DataError(f"{table.source}: only one class ({', '.join(table.class_names) or 'none'}) found; a classifier "
                         "needs at least two: check the folder layout (root/<class>/<image>) or the label column")

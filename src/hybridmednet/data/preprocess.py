@@ -1,7 +1,8 @@
 """Batch preprocessing shared by training, evaluation and prediction.
 
 Kept in one place so a deployed model sees exactly the pixels it was trained on: uint8
-``(B, C, H, W)`` -> float, scaled to [0, 1], normalised by the run's mean/std.
+``(B, C, H, W)`` (volumes ``(B, C, D, H, W)``) -> float, scaled to [0, 1], normalised by the run's
+mean/std.
 """
 
 from __future__ import annotations
@@ -19,8 +20,15 @@ def default_mean_std(channels: int, mean=None, std=None) -> tuple[list[float], l
     return mean, std
 
 
+def channels_last_format(ndim: int) -> torch.memory_format:
+    """The channels-last layout of a tensor (or a model's weights) of this rank: 4 -> NHWC,
+    5 -> NDHWC (``channels_last_3d``)."""
+    return torch.channels_last_3d if ndim == 5 else torch.channels_last
+
+
 def normalize_batch(batch: torch.Tensor, mean, std, *, channels_last: bool = False) -> torch.Tensor:
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
+    shape = (1, -1) + (1,) * (batch.ndim - 2)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=batch.device).view(shape)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=batch.device).view(shape)
     x = batch.float().div_(255.0).sub_(mean_t).div_(std_t)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    return x.contiguous(memory_format=channels_last_format(x.ndim)) if channels_last else x

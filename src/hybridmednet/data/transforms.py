@@ -69,8 +69,13 @@ def resolve_preset(name: str, size: int) -> str:
     return ("light" if size <= 32 else "medium") if name == "auto" else name
 
 
-def build_train_transform(name: str, size: int, channels: int, seed: int, extra=()) -> A.Compose | None:
-    """The preset's ops, then each ``extra`` entry (objects with ``name``, ``p``, ``options``)."""
+def build_train_transform(name: str, size: int, channels: int, seed: int, extra=(), spatial_dims: int = 2):
+    """The preset's ops, then each ``extra`` entry (objects with ``name``, ``p``, ``options``);
+    volumes (``spatial_dims=3``) get the TorchIO presets of ``volume_transforms.py``."""
+    if spatial_dims == 3:
+        from hybridmednet.data.volume_transforms import build_volume_transform
+
+        return build_volume_transform(resolve_preset(name, size), seed, extra)
     ops = PRESETS[resolve_preset(name, size)](size, channels) + [extra_op(e.name, e.p, e.options) for e in extra]
     return A.Compose(ops, seed=seed) if ops else None
 

@@ -1,7 +1,7 @@
 """``hybridmednet export RUN --format onnx|torchscript``: the validation-selected checkpoint as a
 deployable file with its preprocessing and class names embedded, checked against PyTorch.
 
-The file takes a float32 ``(batch, C, S, S)`` input normalised with the embedded mean/std (batch
+The file takes a float32 ``(batch, C, S, S)`` input (volumes ``(batch, C, S, S, S)``) normalised with the embedded mean/std (batch
 is dynamic) and, for multimodal models, the clinical inputs named in the metadata; it returns
 ``logits``. After writing, the export is run on fresh inputs at two batch
 sizes and compared with the PyTorch model; above ``tolerance`` (max abs logit difference) the
@@ -35,7 +35,8 @@ def parity_inputs(metadata: ExportMetadata, batch: int, seed: int) -> dict[str, 
     (some cases without clinical input)."""
     p = metadata.preprocessing
     rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (batch, p["image_size"], p["image_size"], p["channels"]), dtype=np.uint8)
+    spatial = (p["image_size"],) * p.get("spatial_dims", 2)
+    images = rng.integers(0, 256, (batch, *spatial, p["channels"]), dtype=np.uint8)
     inputs = {metadata.input_name: normalize_uint8(images, p["mean"], p["std"])}
     if metadata.clinical_spec:
         from hybridmednet.models.multimodal import example_clinical_inputs

@@ -16,6 +16,7 @@ from hybridmednet.errors import DataError
 KEY = "hybridmednet"
 FORMAT_VERSION = 1
 PREPROCESSING_KEYS = ("image_size", "resize", "channels", "mean", "std")
+VOLUME_KEYS = ("spatial_dims", "volume")  # 3D runs: the grid and intensity options (absent before 3D existed)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class ExportMetadata:
 def build_metadata(meta: dict, model_name: str, calibration: dict | None) -> ExportMetadata:
     """From a checkpoint's JSON (``meta``) and, optionally, the run's matching calibration."""
     prep = {k: meta["preprocessing"][k] for k in PREPROCESSING_KEYS}
+    if meta["preprocessing"].get("spatial_dims", 2) == 3:
+        prep |= {k: meta["preprocessing"][k] for k in VOLUME_KEYS}
     return ExportMetadata(class_names=list(meta["class_names"]), multilabel=bool(meta["multilabel"]), preprocessing=prep,
                           model_name=model_name, checkpoint_sha256=meta["weights_sha256"],
                           temperature=calibration["temperature"] if calibration else None,

@@ -27,11 +27,13 @@ from hybridmednet.utils.probability import predictive_entropy, probabilities
 
 
 def normalize_uint8(images: np.ndarray, mean, std) -> np.ndarray:
-    """uint8 ``(N, H, W, C)`` -> float32 ``(N, C, H, W)``: /255, then (x - mean) / std, exactly as
-    training's ``data.preprocess.normalize_batch`` (which works on torch tensors)."""
-    x = images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-    m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
-    s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
+    """uint8 ``(N, H, W, C)`` -> float32 ``(N, C, H, W)`` (volumes ``(N, D, H, W, C)`` -> ``(N, C, D, H, W)``):
+    /255, then (x - mean) / std, exactly as training's ``data.preprocess.normalize_batch`` (which
+    works on torch tensors)."""
+    x = np.moveaxis(images, -1, 1).astype(np.float32) / 255.0
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    m = np.asarray(mean, np.float32).reshape(shape)
+    s = np.asarray(std, np.float32).reshape(shape)
     return np.ascontiguousarray((x - m) / s, dtype=np.float32)
 
 
@@ -74,12 +76,13 @@ class OnnxClassifier:
         return self.metadata.class_names
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
-        """uint8 ``(N, S, S, C)`` -> float32 ``(N, C, S, S)``, as training's ``normalize_batch``."""
+        """uint8 ``(N, S, S, C)`` -> float32 ``(N, C, S, S)`` (volumes: ``(N, S, S, S, 1)``), as
+        training's ``normalize_batch``."""
         p = self.metadata.preprocessing
-        expected = (p["image_size"], p["image_size"], p["channels"])
-        if images.ndim != 4 or images.shape[1:] != expected:
-            raise DataError(f"images of shape {images.shape[1:]} given; {self.path.name} takes (N, {expected[0]}, "
-                            f"{expected[1]}, {expected[2]}) uint8 (use load_inputs / predict_files to resize)")
+        expected = (p["image_size"],) * p.get("spatial_dims", 2) + (p["channels"],)
+        if images.shape[1:] != expected:
+            raise DataError(f"images of shape {images.shape[1:]} given; {self.path.name} takes (N, "
+                            f"{', '.join(map(str, expected))}) uint8 (use load_inputs / predict_files to resize)")
         return normalize_uint8(images, p["mean"], p["std"])
 
     def logits(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -106,7 +109,8 @@ class OnnxClassifier:
         if abstain and m.abstain_threshold is None:
             raise DataError(f"{self.path}: exported without an abstention threshold; run `hybridmednet report RUN`, "
                             "then export again")
-        images, kept, failed = load_inputs(expand_inputs(inputs, path_column), m.preprocessing, skip_bad=skip_bad)
+        images, kept, failed = load_inputs(expand_inputs(inputs, path_column, m.preprocessing.get("spatial_dims", 2)),
+                                            m.preprocessing, skip_bad=skip_bad)
         probs = self.predict_arrays(images)
         uncertainty = predictive_entropy(probs, multilabel=m.multilabel)
         threshold = m.abstain_threshold if abstain else None

@@ -20,7 +20,7 @@ from hybridmednet.utils.probability import predictive_entropy
 
 __all__ = ["FLIPS", "batch_extras", "batches", "logits_to_probs", "mc_dropout_predict", "predict_arrays", "tta_predict"]
 
-FLIPS = {"none": (), "h": (3,), "v": (2,), "hv": (2, 3)}
+FLIPS = {"none": (), "h": (-1,), "v": (-2,), "hv": (-2, -1)}  # last axes: 2D (H, W), 3D (D, H, W)
 
 
 def batch_extras(extras: dict[str, np.ndarray] | None, start: int, size: int, device) -> dict[str, torch.Tensor]:
@@ -29,10 +29,10 @@ def batch_extras(extras: dict[str, np.ndarray] | None, start: int, size: int, de
 
 
 def batches(images: np.ndarray, mean, std, runtime, batch_size: int, extras=None):
-    """``(start, x, clinical)``: normalised ``(B, C, H, W)`` tensors on the runtime's device (in its
+    """``(start, x, clinical)``: normalised ``(B, C, H, W)`` (volumes ``(B, C, D, H, W)``) tensors on the runtime's device (in its
     memory format) and the batch's clinical inputs (empty for image-only models)."""
     for start in range(0, len(images), batch_size):
-        chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size].transpose(0, 3, 1, 2)))
+        chunk = torch.from_numpy(np.ascontiguousarray(np.moveaxis(images[start:start + batch_size], -1, 1)))
         x = normalize_batch(chunk.to(runtime.device), mean, std, channels_last=runtime.channels_last)
         yield start, x, batch_extras(extras, start, batch_size, runtime.device)
 

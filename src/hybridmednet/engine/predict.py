@@ -93,7 +93,8 @@ def predict_files(run_path: str | Path, inputs: list[str], out_csv: str | Path, 
         raise DataError(f"{run_path}: no calibration.json for this checkpoint; run `hybridmednet report {run_path}` "
                         "first (it fits the temperature and the abstention threshold on val)")
     class_names = run.class_names
-    images, kept, failed = load_inputs(expand_inputs(inputs, path_column), run.preprocessing, skip_bad=skip_bad)
+    images, kept, failed = load_inputs(expand_inputs(inputs, path_column, run.preprocessing.get("spatial_dims", 2)),
+                                        run.preprocessing, skip_bad=skip_bad)
     extras = None
     if run.clinical_spec and len(images):
         extras = clinical_inputs_for(inputs, kept, run.config.data.clinical, run.clinical_spec, path_column)

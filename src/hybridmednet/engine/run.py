@@ -31,7 +31,7 @@ from hybridmednet.engine.run_dir import (
     recorded_checkpoint,
     strip_training_transforms,
 )
-from hybridmednet.engine.runtime import Runtime, make_runtime
+from hybridmednet.engine.runtime import Runtime, make_runtime, to_channels_last
 from hybridmednet.errors import CheckpointError, DataError
 
 INFERENCE_PRECISIONS = ("fp32", "bf16", "auto")
@@ -75,7 +75,7 @@ class Run:
         runtime = make_runtime(cfg.train.model_copy(update={"precision": precision}), device=device)
         model = model.to(runtime.device).eval()
         if runtime.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+            model = to_channels_last(model)
         return cls(run_dir, cfg, model, meta, runtime, precision)
 
     # ------------------------------------------------------------------ what the checkpoint says

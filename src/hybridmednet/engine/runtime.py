@@ -102,6 +102,18 @@ def make_runtime(train_cfg, *, device: str | None = None) -> Runtime:
     return Runtime(dev, amp_dtype, use_scaler, bool(channels_last), rank, world, local_rank)
 
 
+def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """Every 4D weight NHWC and every 5D weight NDHWC (``channels_last_3d``), in place: one model may
+    hold both (ACS convolutions keep 2D kernels inside a 3D network), which ``Module.to`` refuses."""
+    from hybridmednet.data.preprocess import channels_last_format
+
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            if tensor.ndim in (4, 5):
+                tensor.data = tensor.data.contiguous(memory_format=channels_last_format(tensor.ndim))
+    return model
+
+
 def broadcast_flag(flag: bool, runtime: Runtime) -> bool:
     """Rank 0 decides (e.g. early stopping); every rank learns the decision."""
     if not runtime.distributed:

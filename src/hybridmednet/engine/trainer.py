@@ -46,6 +46,7 @@ from hybridmednet.engine.runtime import (
     broadcast_flag,
     make_runtime,
     seed_everything,
+    to_channels_last,
 )
 from hybridmednet.errors import CheckpointError, ConfigError
 from hybridmednet.losses import build_loss
@@ -180,7 +181,8 @@ class Trainer:
 
     def _loader(self, data: PreparedData) -> DataLoader:
         d, train = self.cfg.data, data.splits["train"]
-        transform = build_train_transform(d.augment, d.image_size, d.channels, self.cfg.seed, d.augment_extra)
+        transform = build_train_transform(d.augment, d.image_size, d.channels, self.cfg.seed, d.augment_extra,
+                                         d.spatial_dims)
         distill = self.cfg.train.distill
         self.dataset = ArrayDataset(train.images, train.targets, transform, seed=self.cfg.seed, extras=train.clinical,
                                     return_index=distill is not None and distill.teacher_view == "clean")
@@ -238,7 +240,7 @@ class Trainer:
             log.info("quantization-aware fine-tuning: fake int8 on every conv/linear weight and input")
         raw = raw.to(rt.device)
         if rt.channels_last:
-            raw = raw.to(memory_format=torch.channels_last)
+            raw = to_channels_last(raw)
         self.mean, self.std = self._mean_std(raw)
         model = raw
         if rt.distributed:
@@ -356,7 +358,7 @@ class Trainer:
         if "aug_strength" in state:  # adaptive augmentation: this epoch's strength, rebuilt before seeding
             d = self.cfg.data
             self.dataset.transform = build_train_transform(d.augment, d.image_size, d.channels, self.cfg.seed,
-                                                           scaled_extra(d.augment_extra, state["aug_strength"]))
+                                                           scaled_extra(d.augment_extra, state["aug_strength"]), d.spatial_dims)
         self.dataset.set_epoch(epoch)
         if hasattr(self.loss_fn, "set_epoch"):  # epoch-dependent losses (LDAM's deferred re-weighting)
             self.loss_fn.set_epoch(epoch)
@@ -511,6 +513,7 @@ class Trainer:
                 "clinical_spec": self.data.clinical_spec,
                 "multilabel": self.data.multilabel, "git_commit": git_commit(), "torch": torch.__version__,
                 "preprocessing": {"image_size": d.image_size, "channels": d.channels, "resize": d.resize,
+                                  "spatial_dims": d.spatial_dims, "volume": d.volume.model_dump(mode="json"),
                                   "mean": self.mean, "std": self.std, "input": "uint8 RGB/grey, /255, (x-mean)/std"},
                 "distill_teachers": self.distill.teacher.record() if self.distill is not None else None}
 

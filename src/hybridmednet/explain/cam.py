@@ -63,7 +63,8 @@ def _minmax(maps: np.ndarray) -> np.ndarray:
 
 def compute_cam(model: nn.Module, images_uint8: np.ndarray, *, mean, std, method: str = "gradcam",
                 target_classes: int | Sequence[int] | None = None) -> np.ndarray:
-    """CAMs ``(N, H, W)`` float32 in [0, 1] for ``uint8`` images ``(N, H, W, C)``.
+    """CAMs ``(N, H, W)`` float32 in [0, 1] for ``uint8`` images ``(N, H, W, C)`` (volumes
+    ``(N, D, H, W, 1)`` give ``(N, D, H, W)``: pytorch-grad-cam handles 3D activations).
 
     ``target_classes``: one class index for all images, one per image, or ``None`` for each
     image's predicted class. ``method``: one of :data:`METHODS`.
@@ -73,15 +74,18 @@ def compute_cam(model: nn.Module, images_uint8: np.ndarray, *, mean, std, method
     if method not in METHODS:
         raise ConfigError(f"explain: unknown method {method!r}; choose from {', '.join(METHODS)}")
     images = np.asarray(images_uint8)
-    if images.ndim != 4 or images.dtype != np.uint8:
-        raise ConfigError(f"explain: expected uint8 images (N, H, W, C), got {images.dtype} {images.shape}")
+    if images.ndim not in (4, 5) or images.dtype != np.uint8:
+        raise ConfigError(f"explain: expected uint8 images (N, H, W, C) or volumes (N, D, H, W, C), "
+                          f"got {images.dtype} {images.shape}")
     param = next(model.parameters())
-    x = normalize_batch(torch.from_numpy(images).permute(0, 3, 1, 2).to(param.device), mean, std)
+    x = normalize_batch(torch.from_numpy(np.ascontiguousarray(np.moveaxis(images, -1, 1))).to(param.device), mean, std)
     was_training = model.training
     model.eval()
     try:
         with torch.enable_grad(), torch.autocast(param.device.type, enabled=False):
             if method == ATTENTION:
+                if x.ndim == 5:
+                    raise ConfigError("explain: method 'attention' is 2D only; use gradcam for volumes")
                 return _attention(model, x)
             return _library_cam(model, x, method, target_classes)
     finally:
@@ -96,7 +100,7 @@ def _library_cam(model, x, method, target_classes) -> np.ndarray:
     try:
         maps = cam(input_tensor=x, targets=_targets(target_classes, len(x)))
         h, w = cam.activations_and_grads.activations[0].shape[-2:]
-        if min(h, w) < 2:  # a 1-pixel map min-max scales to all zeros: say why instead
+        if min(h, w) < 2 and x.ndim == 4:  # a 1-pixel map min-max scales to all zeros: say why instead
             raise ConfigError(f"explain: {type(model).__name__}'s target layer ({target.family}) is {h}x{w} at "
                               f"{x.shape[-1]} px, so a CAM has no spatial detail; use larger images "
                               "(or model.small_stem for ResNets) or a model that downsamples less")
@@ -135,6 +139,17 @@ def overlay(image_uint8: np.ndarray, cam: np.ndarray, *, image_weight: float = 0
         cam = cv2.resize(cam, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
     return show_cam_on_image(image.astype(np.float32) / 255.0, np.clip(cam, 0, 1), use_rgb=True,
                              image_weight=image_weight)
+
+
+def volume_montage(volume: np.ndarray, cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A volume ``(D, H, W, 1)`` and its CAM ``(D, H, W)`` as two 2D montages ``(H, 3W)``: the
+    axial, coronal and sagittal slices through the CAM's peak voxel, side by side (image, and the
+    overlay's input), so the 2D overlay code draws them."""
+    peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    image = volume[..., 0]
+    views = [(image[peak[0]], cam[peak[0]]), (image[:, peak[1]], cam[:, peak[1]]), (image[:, :, peak[2]], cam[:, :, peak[2]])]
+    return (np.concatenate([v[0] for v in views], axis=1)[..., None],
+            np.concatenate([v[1] for v in views], axis=1).astype(np.float32))
 
 
 def _upscale(image: np.ndarray, cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

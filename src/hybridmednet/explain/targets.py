@@ -110,6 +110,18 @@ def _small_cnn(model):
     return TargetLayer(model.stages[-1], family="small_cnn")
 
 
+# 3D models: at 28^3 their last stage is 2^3 (or 1^3), too coarse to say where; the stage before it
+# (4^3) is the target
+@register_target("SmallCNN3d", "SmallCNN3dFrom2d")
+def _small_cnn_3d(model):
+    return TargetLayer(model.stages[-2], family="small_cnn_3d")
+
+
+@register_target("MonaiResNet3d")
+def _resnet3d(model):
+    return TargetLayer(model.net.layer2[-1], family="resnet3d")
+
+
 @register_target("ResNet")  # timm ResNet, ResNeXt, SE-ResNet, Wide ResNet
 def _resnet(model):
     return TargetLayer(model.layer4[-1], family="resnet")

@@ -35,6 +35,17 @@ def check_model_options(name: str, kwargs: dict) -> dict:
     return options
 
 
+def check_model_dims(name: str, spatial_dims: int) -> None:
+    """A 2D model on volumes (or a 3D one on images) is a config error naming the models that fit."""
+    from hybridmednet.models._registry import model_spatial_dims
+
+    if model_spatial_dims(name) != spatial_dims:
+        kind = "volume (3D)" if spatial_dims == 3 else "image (2D)"
+        raise ConfigError(f"model.name: {name!r} is a {model_spatial_dims(name)}D model but data.spatial_dims is "
+                          f"{spatial_dims}; {kind} models: {', '.join(list_models(spatial_dims=spatial_dims))}"
+                          + ("" if spatial_dims == 3 else ", or any timm model"))
+
+
 def create_model(name: str, num_classes: int, in_chans: int = 3, *, pretrained: bool = False,
                  pretrained_file: str | None = None, drop_rate: float = 0.0, small_stem: bool | str = "auto",
                  image_size: int | None = None, num_coarse: int | None = None, **kwargs) -> nn.Module:

@@ -169,7 +169,7 @@ def _label(row, names, multilabel, probs: bool = False) -> str:
 
 
 def _cams(model, images, picks, mean, std, probs) -> dict:
-    from hybridmednet.explain.cam import compute_cam, overlay
+    from hybridmednet.explain.cam import compute_cam, overlay, volume_montage
 
     out = {}
     for title, idx in picks.items():
@@ -179,5 +179,9 @@ def _cams(model, images, picks, mean, std, probs) -> dict:
         chosen = images[idx]
         cams = compute_cam(model, chosen, mean=mean, std=std, method="gradcam",
                            target_classes=[int(np.argmax(probs[i])) for i in idx])
-        out[title] = [(chosen[j], overlay(chosen[j], cams[j])) for j in range(len(idx))]
+        if chosen.ndim == 5:  # volumes: axial / coronal / sagittal slices through the CAM peak
+            pairs = [volume_montage(chosen[j], cams[j]) for j in range(len(idx))]
+            out[title] = [(image, overlay(image, cam)) for image, cam in pairs]
+        else:
+            out[title] = [(chosen[j], overlay(chosen[j], cams[j])) for j in range(len(idx))]
     return out

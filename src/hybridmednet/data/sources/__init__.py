@@ -17,7 +17,9 @@ def register_source(kind: str):
     return SOURCES.register(kind)
 
 
-def build_table(source_config) -> SampleTable:
+def build_table(source_config, spatial_dims: int = 2) -> SampleTable:
+    """``spatial_dims=3`` tells path sources that an entry is a volume (a NIfTI file or a DICOM
+    series folder); in-memory sources return volumes as they are in either case."""
     from hybridmednet.data.sources import csv_table, folder, medmnist  # noqa: F401  (registers)
 
-    return SOURCES.get(source_config.kind)(source_config)
+    return SOURCES.get(source_config.kind)(source_config, spatial_dims=spatial_dims)

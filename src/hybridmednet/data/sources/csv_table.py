@@ -118,7 +118,7 @@ def _check_repeated_images(paths: list[str], targets: np.ndarray, source: str) -
 
 
 @register_source("csv")
-def csv_table(cfg) -> SampleTable:
+def csv_table(cfg, spatial_dims: int = 2) -> SampleTable:
     try:
         frame = pd.read_csv(cfg.path, dtype=str, keep_default_na=False)
     except FileNotFoundError:

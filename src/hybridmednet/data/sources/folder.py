@@ -1,5 +1,8 @@
 """Image folders: ``root/<class>/*`` or ``root/{train,val,test}/<class>/*``.
 
+With ``data.spatial_dims=3`` each entry of a class folder is one volume: a NIfTI file
+(``.nii``, ``.nii.gz``) or a folder holding one DICOM series.
+
 A ``group_regex`` pulls a patient id out of each file name (the Kermany chest X-rays encode it
 as ``person123_...`` or ``IM-0115-...``), so val can be carved from train without splitting a
 patient across the two.
@@ -34,8 +37,22 @@ def _group_of(name: str, pattern: re.Pattern | None) -> str | None:
     return "-".join(found) if found else match.group(0)
 
 
+def _volume_entries(class_dir: Path) -> list[Path]:
+    """NIfTI files and DICOM-series folders anywhere below ``class_dir`` (a series is a folder with
+    ``.dcm`` files; its slices are not separate entries)."""
+    from hybridmednet.data.volumes import is_dicom_series, is_nifti
+
+    found = []
+    for p in sorted(class_dir.rglob("*")):
+        if p.name.startswith(".") or any(parent in found for parent in p.parents):
+            continue
+        if (p.is_file() and is_nifti(p)) or is_dicom_series(p):
+            found.append(p)
+    return found
+
+
 @register_source("folder")
-def folder_table(cfg) -> SampleTable:
+def folder_table(cfg, spatial_dims: int = 2) -> SampleTable:
     root = Path(cfg.root)
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found; set data.source.root")
@@ -58,7 +75,13 @@ def folder_table(cfg) -> SampleTable:
             class_dir = split_root / name
             if not class_dir.is_dir():
                 continue
-            files = sorted(p for p in class_dir.rglob("*") if _has_suffix(p, cfg.extensions))
+            if spatial_dims == 3:
+                files = _volume_entries(class_dir)
+                if not files:
+                    raise DataError(f"{class_dir}: class folder has no volumes (.nii / .nii.gz files or DICOM-series "
+                                    "folders); add volumes or remove the folder")
+            else:
+                files = sorted(p for p in class_dir.rglob("*") if _has_suffix(p, cfg.extensions))
             if not files:
                 raise DataError(f"{class_dir}: class folder has no images with extensions {cfg.extensions}; "
                                 "add images or remove the folder")

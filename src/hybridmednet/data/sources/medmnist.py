@@ -1,8 +1,10 @@
 """MedMNIST ``.npz`` files: find ``<root>/<flag>[_<size>].npz``, download and MD5-check if absent.
 
 Works unchanged on the official files (keys ``{train,val,test}_{images,labels}``). 3D flags
-(``*mnist3d``, volumes ``(N, D, H, W)``) become 2.5D images: the three central orthogonal slices
-as three channels, so a 2D network can use them.
+(``*mnist3d``, volumes ``(N, D, H, W)``) are returned as ``(N, D, H, W, 1)`` volumes: read natively
+with ``data.spatial_dims=3``, or as 2.5D images (the three central orthogonal slices as three
+channels) by a 2D network (``data/materialize.py``). The 3D files at 28 and 64 voxels are
+MD5-checked against the official values.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from hybridmednet.paths import data_root_hint
 _ZENODO = "https://zenodo.org/records/10519652/files/{name}?download=1"
 
 # Label names and MD5s of the official 28-px files (MedMNIST v2/v3 ``medmnist/info.py``).
-# MD5s of the 64/128/224 files are not listed here: pass ``md5`` in the config to check them.
+# The 3D flags list their 64-voxel files' MD5s too; the 2D 64/128/224 files are not listed: pass
+# ``md5`` in the config to check them.
 MEDMNIST_INFO: dict[str, dict] = {
     "pathmnist": {"md5": "a8b06965200029087d5bd730944a56c1", "labels": ["adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle", "normal colon mucosa", "cancer-associated stroma", "colorectal adenocarcinoma epithelium"]},
     "chestmnist": {"md5": "02c8a6516a18b556561a56cbdd36c4a8", "multilabel": True, "labels": ["atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia", "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural", "hernia"]},
@@ -37,7 +40,12 @@ MEDMNIST_INFO: dict[str, dict] = {
     "organamnist": {"md5": "866b832ed4eeba67bfb9edee1d5544e6", "labels": ["bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver", "lung-left", "lung-right", "pancreas", "spleen"]},
     "organcmnist": {"md5": "0afa5834fb105f7705a7d93372119a21", "labels": ["bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver", "lung-left", "lung-right", "pancreas", "spleen"]},
     "organsmnist": {"md5": "e5c39f1af030238290b9557d9503af9d", "labels": ["bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver", "lung-left", "lung-right", "pancreas", "spleen"]},
-    "adrenalmnist3d": {"md5": "bbd3c5a5576322bc4cdfea780653b1ce", "labels": ["normal", "hyperplasia"]},
+    "adrenalmnist3d": {"md5": "bbd3c5a5576322bc4cdfea780653b1ce", "md5_64": "17721accfe9fb005146a47d33bc54b2f", "labels": ["normal", "hyperplasia"]},
+    "fracturemnist3d": {"md5": "6aa7b0143a6b42da40027a9dda61302f", "md5_64": "f01d7e6316aedf4210da0da5b7437b42", "labels": ["buckle rib fracture", "nondisplaced rib fracture", "displaced rib fracture"]},
+    "nodulemnist3d": {"md5": "8755a7e9e05a4d9ce80a24c3e7a256f3", "md5_64": "c47c5b7d457bf6332200d2ea6d64ecd8", "labels": ["benign", "malignant"]},
+    "organmnist3d": {"md5": "a0c5a1ff56af4f155c46d46fbb45a2fe", "md5_64": "58a2205adf14a9d0a189cb06dc78bf10", "labels": ["liver", "kidney-right", "kidney-left", "femur-right", "femur-left", "bladder", "heart", "lung-right", "lung-left", "spleen", "pancreas"]},
+    "synapsemnist3d": {"md5": "1235b78a3cd6280881dd7850a78eadb6", "md5_64": "43bd14ebf3af9d3dd072446fedc14d5e", "labels": ["inhibitory synapse", "excitatory synapse"]},
+    "vesselmnist3d": {"md5": "b41fd4f7e7e2feedddb201585ecafa1b", "md5_64": "6bb274a8846e1097066dcd64e2c4520f", "labels": ["vessel", "aneurysm"]},
 }
 
 
@@ -81,24 +89,9 @@ def find_npz(cfg) -> Path:
         raise DataError(f"{path}: file not found; {data_root_hint()}, set data.source.root, or set "
                         "data.source.download=true to fetch the official file")
     info = MEDMNIST_INFO.get(cfg.flag, {})
-    md5 = cfg.md5 if cfg.url else (cfg.md5 or (info.get("md5") if cfg.size == 28 else None))
+    md5 = cfg.md5 if cfg.url else (cfg.md5 or info.get("md5" if cfg.size == 28 else f"md5_{cfg.size}"))
     download_npz(cfg.url or _ZENODO.format(name=name), path, md5)
     return path
-
-
-def volumes_to_orthogonal_slices(volumes: np.ndarray) -> np.ndarray:
-    """(N, D, H, W) -> (N, H, W, 3): the central axial, coronal and sagittal slices."""
-    n, d, h, w = volumes.shape
-    if not (d == h == w):
-        raise DataError(f"3D volumes must be cubic to stack orthogonal slices, got {volumes.shape}")
-    axial = volumes[:, d // 2]
-    coronal = volumes[:, :, h // 2]
-    sagittal = volumes[:, :, :, w // 2]
-    stacked = np.stack([axial, coronal, sagittal], axis=-1)
-    if stacked.dtype != np.uint8:
-        lo, hi = float(stacked.min()), float(stacked.max())
-        stacked = np.round((stacked - lo) / max(hi - lo, 1e-12) * 255).astype(np.uint8)
-    return stacked
 
 
 def _read_split(data, path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +107,8 @@ def _read_split(data, path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @register_source("medmnist")
-def medmnist_table(cfg) -> SampleTable:
+def medmnist_table(cfg, spatial_dims: int = 2) -> SampleTable:
+    """Volumes are returned as volumes whatever ``spatial_dims`` (materialize reads them)."""
     path = find_npz(cfg)
     try:
         data = np.load(path)
@@ -125,7 +119,7 @@ def medmnist_table(cfg) -> SampleTable:
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     if images.ndim == 4 and images.shape[-1] not in (1, 3):
-        images = volumes_to_orthogonal_slices(images)
+        images = images[..., None]  # volumes (N, D, H, W, 1)
     info = MEDMNIST_INFO.get(cfg.flag, {})
     multilabel = bool(info.get("multilabel")) or (labels.ndim == 2 and labels.shape[1] > 1)
     if multilabel:

@@ -91,6 +91,8 @@ def load_init_checkpoint(model: nn.Module, run_path: str | Path) -> None:
     from hybridmednet.engine.checkpoint import load_checkpoint
 
     tensors, _ = load_checkpoint(Path(run_path) / "checkpoints", "best")
+    if hasattr(model, "adapt_init_weights"):  # models that start from another architecture's weights (2D -> 3D)
+        tensors = model.adapt_init_weights(tensors)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
