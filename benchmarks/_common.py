@@ -147,6 +147,6 @@ def train_and_evaluate(preset: str | Path, name: str, overrides: list[str], out:
             "metrics": {"test_acc": m["acc"], "test_auc": m["auc"], "test_balanced_acc": m["balanced_acc"],
                         "test_macro_f1": m["macro_f1"], "val_acc": val["acc"], "val_auc": val["auc"],
                         "params_m": count_parameters(model) / 1e6,
-                        "gflops": count_flops(model, size, cfg.data.channels, extra) / 1e9,
+                        "gflops": count_flops(model, size, cfg.data.channels, extra, cfg.data.spatial_dims) / 1e9,
                         "train_img_s": summary["train_img_s_median"]},
             "ci": {f"test_{k}": v for k, v in result["ci95"].items()}}

@@ -16,9 +16,11 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_flops(model: nn.Module, image_size: int, in_chans: int = 3, extra_inputs: dict | None = None) -> int:
-    """FLOPs of one forward pass of a single image (``extra_inputs``: a multimodal model's
-    clinical inputs for that image; a frozen text encoder runs beforehand and is not counted).
+def count_flops(model: nn.Module, image_size: int, in_chans: int = 3, extra_inputs: dict | None = None,
+                spatial_dims: int = 2) -> int:
+    """FLOPs of one forward pass of a single image (``spatial_dims=3``: one ``S^3`` volume;
+    ``extra_inputs``: a multimodal model's clinical inputs for that image; a frozen text encoder
+    runs beforehand and is not counted).
 
     Not under ``no_grad``: there ``nn.MultiheadAttention`` takes a fused fast path that the
     flop counter cannot trace."""
@@ -26,7 +28,7 @@ def count_flops(model: nn.Module, image_size: int, in_chans: int = 3, extra_inpu
     model.eval()
     counter = FlopCounterMode(display=False)
     with counter:
-        model(torch.zeros(1, in_chans, image_size, image_size), **(extra_inputs or {}))
+        model(torch.zeros(1, in_chans, *(image_size,) * spatial_dims), **(extra_inputs or {}))
     model.train(was_training)
     return int(counter.get_total_flops())
 
@@ -35,6 +37,8 @@ def model_details(name: str, image_size: int = 224, in_chans: int = 3, num_class
     from hybridmednet.models import create_model
 
     kwargs = {"img_size": image_size} if name.startswith("vision_mamba") else {}
+    from hybridmednet.models._registry import model_spatial_dims
+
     model = create_model(name, num_classes, in_chans, image_size=image_size, **kwargs)
     return {"model": name, "image_size": image_size, "params_m": count_parameters(model) / 1e6,
-            "gflops": count_flops(model, image_size, in_chans) / 1e9}
+            "gflops": count_flops(model, image_size, in_chans, spatial_dims=model_spatial_dims(name)) / 1e9}
