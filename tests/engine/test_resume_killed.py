@@ -92,7 +92,7 @@ def test_sigkilled_training_resumes_bit_for_bit(tiny_npz, tmp_path):
 
     rng = random.Random(0)
     kills = 0
-    for trial in range(3):
+    for trial in range(2):
         config, run = _config(tiny_npz, tmp_path, f"killed{trial}"), tmp_path / "runs" / f"killed{trial}"
         # two or three kills, each at a random moment of a random later epoch, then resume to the end
         for _ in range(rng.choice((2, 3))):
@@ -105,7 +105,7 @@ def test_sigkilled_training_resumes_bit_for_bit(tiny_npz, tmp_path):
         assert weights.keys() == expected.keys()
         for key in expected:
             assert torch.equal(weights[key], expected[key]), f"trial {trial}: {key} differs"
-    assert kills >= 3  # the trials really interrupted training
+    assert kills >= 3  # the trials really interrupted training (at least 2 kills each, unless a trial ends early)
 
 
 def test_resume_refuses_a_changed_config_naming_the_keys(tiny_npz, tmp_path):

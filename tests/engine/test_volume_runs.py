@@ -1,7 +1,10 @@
 """3D end to end, as a user meets it: a folder of NIfTI files and DICOM series trains, evaluates,
 exports and predicts through the ordinary commands; resume is exact with TorchIO augmentation."""
 
+import base64
 import csv
+import gzip
+import io
 import json
 
 import numpy as np
@@ -97,3 +100,41 @@ def test_resume_of_a_volume_run_is_exact(volume_folder, tmp_path):
 
     a, b = last(full.run_dir), last(part.run_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_volume_run_is_served_from_nifti_uploads_with_a_slice_montage(volume_folder, tmp_path):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from hybridmednet.engine.run import Run
+    from hybridmednet.serve.app import Settings, create_app
+    from hybridmednet.serve.backends import load_backend
+
+    cfg = config(volume_folder, tmp_path / "runs", name="served", epochs=1)
+    train(cfg, quiet=True)
+    path = volume_folder / "test" / "ball" / "b1.nii.gz"
+    backend = load_backend(cfg.run_dir, "torch")
+    with TestClient(create_app([backend], Settings(max_upload_mb=5, max_pixels=4_000_000))) as client:
+        for data in (path.read_bytes(), gzip.decompress(path.read_bytes())):  # .nii.gz and .nii
+            response = client.post("/v1/predict", files={"file": ("b1.nii.gz", data, "application/gzip")})
+            assert response.status_code == 200, response.text
+            served = response.json()["results"][0]["probabilities"]["ball"]
+        expected = float(predict_one(Run.load(cfg.run_dir), path)[0, 0])
+        assert served == pytest.approx(expected, abs=1e-5)  # the same pipeline as `predict`
+        bad = client.post("/v1/predict", files={"file": ("x.nii.gz", b"\x1f\x8b not a volume", "application/gzip")})
+        assert bad.status_code == 400 and "not a readable NIfTI volume" in bad.json()["error"]
+        png = client.post("/v1/predict", files={"file": ("x.png", b"\x89PNG", "image/png")})
+        assert png.status_code == 415 and "this model reads volumes" in png.json()["error"]
+        explained = client.post("/v1/explain", files={"file": ("b1.nii.gz", path.read_bytes(), "application/gzip")})
+        assert explained.status_code == 200, explained.text
+        from PIL import Image
+
+        overlay = Image.open(io.BytesIO(base64.b64decode(explained.json()["results"][0]["overlay_png"])))
+        assert overlay.width == 3 * overlay.height  # axial | coronal | sagittal
+
+
+def predict_one(run, path):
+    from hybridmednet.data.inputs import load_inputs
+
+    images, _, _ = load_inputs([str(path)], run.preprocessing)
+    return run.predict(images)  # uncalibrated: the served run has no calibration.json

@@ -49,13 +49,24 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]
     import nibabel as nib
 
     try:
-        img = nib.as_closest_canonical(nib.load(str(path)))
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        image = nib.load(str(path))
     except Exception as exc:  # nibabel raises several types for broken files
         raise DataError(f"{path}: not a readable NIfTI volume ({exc})") from None
+    return nifti_array(image, path)
+
+
+def nifti_array(image, source) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A loaded NIfTI image (file or bytes) as ``(volume (z, y, x), spacing)``; ``source`` names it."""
+    import nibabel as nib
+
+    try:
+        img = nib.as_closest_canonical(image)
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as exc:
+        raise DataError(f"{source}: not a readable NIfTI volume ({exc})") from None
     data = data.reshape(data.shape[:3] + tuple(s for s in data.shape[3:] if s != 1))
     if data.ndim != 3:
-        raise DataError(f"{path}: NIfTI image has shape {data.shape}; a volume needs 3 dimensions (x, y, z)")
+        raise DataError(f"{source}: NIfTI image has shape {data.shape}; a volume needs 3 dimensions (x, y, z)")
     zooms = img.header.get_zooms()[:3]
     return np.ascontiguousarray(data.transpose(2, 1, 0)), (float(zooms[2]), float(zooms[1]), float(zooms[0]))
 

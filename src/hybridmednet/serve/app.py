@@ -30,7 +30,7 @@ from hybridmednet.errors import DataError
 from hybridmednet.serve.backends import Backend, describe
 from hybridmednet.serve.batching import MicroBatcher
 from hybridmednet.serve.telemetry import Telemetry
-from hybridmednet.serve.uploads import UploadError, check_content_type, decode_upload, fit
+from hybridmednet.serve.uploads import UploadError, check_content_type, decode_upload, decode_volume_upload, fit
 
 log = logging.getLogger("hybridmednet.serve")
 OPEN_PATHS = ("/", "/healthz", "/readyz", "/metrics", "/favicon.ico")
@@ -133,7 +133,7 @@ def create_app(backends: list[Backend], settings: Settings | None = None) -> Fas
             batchers[b.name] = batcher
             telemetry.info.labels(b.name, b.kind, b.checkpoint_sha256).set(1)
             size, channels = b.preprocessing["image_size"], b.preprocessing["channels"]
-            warm = np.zeros((size, size, channels), np.uint8)
+            warm = np.zeros((size,) * b.preprocessing.get("spatial_dims", 2) + (channels,), np.uint8)
             if not b.clinical_spec:
                 await batcher.submit(warm)  # first batch pays for lazy initialisation, not a caller
         state["ready"] = True
@@ -191,12 +191,17 @@ def create_app(backends: list[Backend], settings: Settings | None = None) -> Fas
         if len(cases) > settings.max_files:
             raise UploadError(413, f"{len(cases)} images in one request; at most {settings.max_files}")
         extras = _clinical_extras(backend, fields)
-        channels = backend.preprocessing["channels"]
+        prep = backend.preprocessing
+        dims = prep.get("spatial_dims", 2)
         inputs = []
         for filename, data, content_type in cases:
-            check_content_type(content_type, filename)
-            inputs.append((filename, fit(decode_upload(data, name=filename, channels=channels,
-                                                       max_pixels=settings.max_pixels), backend.preprocessing)))
+            check_content_type(content_type, filename, dims)
+            if dims == 3:  # a volume model: one NIfTI volume per upload
+                inputs.append((filename, decode_volume_upload(data, name=filename, preprocessing=prep,
+                                                              max_pixels=settings.max_pixels)))
+            else:
+                inputs.append((filename, fit(decode_upload(data, name=filename, channels=prep["channels"],
+                                                           max_pixels=settings.max_pixels), prep)))
         decoded = time.perf_counter()
         raws = await asyncio.gather(*(batchers[backend.name].submit(image, extras) for _, image in inputs))
         results = describe(backend, np.stack(raws))
@@ -277,10 +282,13 @@ def _overlay(backend, image: np.ndarray, result: dict) -> str:
     """Grad-CAM of the predicted class over the model's input image, as base64 PNG."""
     from PIL import Image
 
-    from hybridmednet.explain.cam import _upscale, overlay
+    from hybridmednet.explain.cam import _upscale, overlay, volume_montage
 
     target = backend.class_names.index(result["predicted"]) if isinstance(result["predicted"], str) else 0
-    shown, cam = _upscale(image, backend.cam(image, target))  # a 28-px input is shown larger, the CAM with it
+    cam = backend.cam(image, target)
+    if image.ndim == 4:  # a volume: axial, coronal and sagittal slices through the CAM peak, side by side
+        image, cam = volume_montage(image, cam)
+    shown, cam = _upscale(image, cam)  # a 28-px input is shown larger, the CAM with it
     buffer = io.BytesIO()
     Image.fromarray(overlay(shown, cam)).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()

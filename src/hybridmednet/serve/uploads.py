@@ -15,6 +15,8 @@ import numpy as np
 from hybridmednet.errors import DataError
 
 SUPPORTED = ("image/png", "image/jpeg", "image/tiff", "image/bmp", "application/dicom", "application/octet-stream")
+# a 3D run reads one NIfTI volume per upload (.nii, or .nii.gz)
+SUPPORTED_3D = ("application/gzip", "application/x-gzip", "application/x-nifti", "application/octet-stream")
 
 
 class UploadError(Exception):
@@ -29,8 +31,13 @@ def _is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
-def check_content_type(content_type: str | None, name: str) -> None:
+def check_content_type(content_type: str | None, name: str, spatial_dims: int = 2) -> None:
     kind = (content_type or "application/octet-stream").split(";")[0].strip().lower()
+    if spatial_dims == 3:
+        if kind not in SUPPORTED_3D:
+            raise UploadError(415, f"{name}: unsupported type {kind!r}; this model reads volumes: send one NIfTI file "
+                                   f"(.nii or .nii.gz; {', '.join(SUPPORTED_3D)})")
+        return
     if kind not in SUPPORTED:
         raise UploadError(415, f"{name}: unsupported type {kind!r}; send PNG, JPEG, TIFF, BMP or DICOM "
                                f"({', '.join(SUPPORTED)})")
@@ -73,6 +80,38 @@ def decode_upload(data: bytes, *, name: str, channels: int, max_pixels: int) -> 
         return to_uint8_hwc(array, channels, source=name)
     except DataError as exc:
         raise UploadError(400, str(exc)) from None
+
+
+def decode_volume_upload(data: bytes, *, name: str, preprocessing: dict, max_pixels: int) -> np.ndarray:
+    """A NIfTI upload (plain or gzipped) as the 3D model's ``uint8 (S, S, S, 1)`` input, read in
+    memory with the training pipeline's grid and intensity options. 400 for anything unreadable, 413
+    when the voxel count (from the header) is over ``max_pixels`` times 64 (a volume is many slices)."""
+    import gzip
+
+    import nibabel as nib
+
+    from hybridmednet.data.volumes import nifti_array, to_grid, to_uint8
+
+    if not data:
+        raise UploadError(400, f"{name}: empty upload")
+    try:
+        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        image = nib.Nifti1Image.from_bytes(raw)
+        voxels = int(np.prod(image.shape))
+        if voxels > max_pixels * 64:
+            raise UploadError(413, f"{name}: {voxels:,} voxels is over the limit of {max_pixels * 64:,} "
+                                   "(64 x --max-pixels); crop or downsample the volume before sending it")
+        volume, spacing = nifti_array(image, name)
+    except UploadError:
+        raise
+    except DataError as exc:
+        raise UploadError(400, str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is the upload's fault, never a 500
+        reason = " ".join(str(exc).split())[:200]
+        raise UploadError(400, f"{name}: not a readable NIfTI volume ({type(exc).__name__}: {reason})") from None
+    options = preprocessing["volume"]
+    grid = to_grid(volume, spacing, preprocessing["image_size"], preprocessing["resize"], options["interpolation"])
+    return to_uint8(grid, options["intensity"], options["window"])[..., None]
 
 
 def fit(image: np.ndarray, preprocessing: dict) -> np.ndarray:
