@@ -140,3 +140,13 @@ def trained_run(tmp_path_factory):
     cfg = load_config(raw=tiny_config(root, root / "runs", epochs=2))
     train(cfg, quiet=True)
     return cfg.run_dir
+
+
+def checkpoint_weights(run: Path, tag: str = "last") -> dict:
+    """The tensors of a run's ``best`` or ``last`` checkpoint."""
+    import json
+
+    from safetensors.torch import load_file
+
+    meta = json.loads((run / "checkpoints" / f"{tag}.json").read_text())
+    return load_file(run / "checkpoints" / meta["weights"])

@@ -153,3 +153,11 @@ def test_volume_folder_of_nifti_files_and_dicom_series(tmp_path):
     data = prepare_data(cfg)
     assert sum(len(p) for p in data.splits.values()) == 8
     assert data.splits["train"].images.shape[1:] == (8, 8, 8, 1)
+
+
+def test_the_config_offers_exactly_the_ct_window_presets():
+    from typing import get_args
+
+    from hybridmednet.config.schema import CTWindowName
+
+    assert set(get_args(CTWindowName)) == set(CT_WINDOWS)

@@ -1,11 +1,9 @@
 """Mixup / CutMix and the extra augmentations: what they do, config checks, exact resume."""
 
-import json
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from hybridmednet.config.loader import load_config
 from hybridmednet.config.schema import MixConfig
@@ -13,7 +11,7 @@ from hybridmednet.data.transforms import build_train_transform
 from hybridmednet.engine.mixing import mix_batch
 from hybridmednet.engine.trainer import read_metrics_csv, train
 from hybridmednet.errors import ConfigError
-from tests.conftest import tiny_config
+from tests.conftest import checkpoint_weights, tiny_config
 
 
 def test_mixup_is_a_convex_combination_with_partner_targets():
@@ -66,11 +64,7 @@ def test_training_with_mixing_and_extra_ops_resumes_exactly(tiny_npz, tmp_path):
     train(part, quiet=True, stop_after_epoch=1)
     train(part, quiet=True, resume=True)
 
-    def last(run):
-        meta = json.loads((run / "checkpoints" / "last.json").read_text())
-        return load_file(run / "checkpoints" / meta["weights"])
-
-    a, b = last(full.run_dir), last(part.run_dir)
+    a, b = checkpoint_weights(full.run_dir), checkpoint_weights(part.run_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["train_loss"] for r in read_metrics_csv(full.run_dir)] == [r["train_loss"] for r in read_metrics_csv(part.run_dir)]
 

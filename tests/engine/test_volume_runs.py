@@ -10,12 +10,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from hybridmednet.cli.main import main
 from hybridmednet.config.loader import load_config
 from hybridmednet.engine.trainer import train
 from hybridmednet.errors import DataError
+from tests.conftest import checkpoint_weights
 from tests.data.volume_files import sphere, write_dicom_series, write_nifti
 
 pytestmark = pytest.mark.slow
@@ -94,11 +94,7 @@ def test_resume_of_a_volume_run_is_exact(volume_folder, tmp_path):
     train(part, quiet=True, stop_after_epoch=1)
     train(part, quiet=True, resume=True)
 
-    def last(run):
-        meta = json.loads((run / "checkpoints" / "last.json").read_text())
-        return load_file(run / "checkpoints" / meta["weights"])
-
-    a, b = last(full.run_dir), last(part.run_dir)
+    a, b = checkpoint_weights(full.run_dir), checkpoint_weights(part.run_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

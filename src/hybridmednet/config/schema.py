@@ -184,11 +184,15 @@ class AdaptiveAugmentConfig(StrictModel):
     high: float = Field(1.5, gt=0)
 
 
+# the presets of data/volumes.py CT_WINDOWS (a test keeps the two lists equal)
+CTWindowName = Literal["brain", "subdural", "stroke", "lung", "mediastinum", "soft_tissue", "abdomen", "liver", "bone"]
+
+
 class VolumeConfig(StrictModel):
     """How a 3D volume becomes the model's ``S^3`` grid (``data/volumes.py``)."""
 
     interpolation: Literal["linear", "nearest"] = Field("linear", description="resampling to the grid (trilinear or nearest)")
-    window: Literal["brain", "subdural", "stroke", "lung", "mediastinum", "soft_tissue", "abdomen", "liver", "bone"] | tuple[float, float] | None = Field(
+    window: CTWindowName | tuple[float, float] | None = Field(
         None, description="CT window: a preset name or [level, width] in HU; maps HU linearly to 0..255")
     intensity: Literal["percentile", "minmax"] = Field(
         "percentile", description="without a window: clip to the 0.5-99.5th percentiles (MR) or stretch min-max")

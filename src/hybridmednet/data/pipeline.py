@@ -58,8 +58,9 @@ def _cap(table: SampleTable, limit: int | None, seed: int) -> SampleTable:
 
 
 def _to_arrays(table: SampleTable, cfg, skip_bad: bool) -> tuple[SplitArrays, list]:
+    volume = cfg.volume.model_dump(mode="json") if cfg.spatial_dims == 3 else None
     images, ok, skipped = materialize(table, cfg.image_size, cfg.channels, cfg.resize, skip_bad=skip_bad,
-                                      use_cache=cfg.cache, volume=cfg.volume.model_dump(mode="json") if cfg.spatial_dims == 3 else None)
+                                      use_cache=cfg.cache, volume=volume)
     if not ok.all():
         keep = np.flatnonzero(ok)
         table, images = table.subset(keep), images[keep]

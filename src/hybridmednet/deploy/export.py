@@ -1,8 +1,8 @@
 """``hybridmednet export RUN --format onnx|torchscript``: the validation-selected checkpoint as a
 deployable file with its preprocessing and class names embedded, checked against PyTorch.
 
-The file takes a float32 ``(batch, C, S, S)`` input (volumes ``(batch, C, S, S, S)``) normalised with the embedded mean/std (batch
-is dynamic) and, for multimodal models, the clinical inputs named in the metadata; it returns
+The file takes a float32 ``(batch, C, S, S)`` input (volumes ``(batch, C, S, S, S)``) normalised
+with the embedded mean/std (batch is dynamic) and, for multimodal models, the clinical inputs named in the metadata; it returns
 ``logits``. After writing, the export is run on fresh inputs at two batch
 sizes and compared with the PyTorch model; above ``tolerance`` (max abs logit difference) the
 export fails and no file is left behind. Files are written to a temporary name and moved into

@@ -29,8 +29,9 @@ def batch_extras(extras: dict[str, np.ndarray] | None, start: int, size: int, de
 
 
 def batches(images: np.ndarray, mean, std, runtime, batch_size: int, extras=None):
-    """``(start, x, clinical)``: normalised ``(B, C, H, W)`` (volumes ``(B, C, D, H, W)``) tensors on the runtime's device (in its
-    memory format) and the batch's clinical inputs (empty for image-only models)."""
+    """``(start, x, clinical)``: normalised ``(B, C, H, W)`` (volumes ``(B, C, D, H, W)``) tensors on
+    the runtime's device (in its memory format) and the batch's clinical inputs (empty for
+    image-only models)."""
     for start in range(0, len(images), batch_size):
         chunk = torch.from_numpy(np.ascontiguousarray(np.moveaxis(images[start:start + batch_size], -1, 1)))
         x = normalize_batch(chunk.to(runtime.device), mean, std, channels_last=runtime.channels_last)

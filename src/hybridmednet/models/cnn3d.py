@@ -15,6 +15,7 @@ from torch import nn
 
 from hybridmednet.layers.volumetric import CBAM3d
 from hybridmednet.models._registry import register_model
+from hybridmednet.models.small_cnn import StemStagesClassifier
 
 
 def conv3_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -39,7 +40,7 @@ class BasicBlock3d(nn.Module):
         return self.act(self.drop_path(self.conv2(self.conv1(x))) + self.shortcut(x))
 
 
-class SmallCNN3d(nn.Module):
+class SmallCNN3d(StemStagesClassifier):
     def __init__(self, num_classes: int, in_chans: int = 1, widths: tuple[int, ...] = (16, 32, 64, 128),
                  stem_stride: int = 2, attention: bool = True, drop_rate: float = 0.1, drop_path_rate: float = 0.0):
         super().__init__()
@@ -53,16 +54,7 @@ class SmallCNN3d(nn.Module):
             stages.append(nn.Sequential(*block))
             cin = width
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool3d(1)
-        self.dropout = nn.Dropout(drop_rate)
-        self.head = nn.Linear(cin, num_classes)
-        self.num_features = cin
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.pool(self.forward_features(x)).flatten(1)))
+        self._add_head(cin, num_classes, drop_rate, nn.AdaptiveAvgPool3d(1))
 
 
 @register_model(options=SmallCNN3d, spatial_dims=3)

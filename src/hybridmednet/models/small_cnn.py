@@ -40,7 +40,24 @@ class BasicBlock(nn.Module):
         return self.channel_dropout(self.act(self.drop_path(self.conv2(self.conv1(x))) + self.shortcut(x)))
 
 
-class SmallCNN(nn.Module):
+class StemStagesClassifier(nn.Module):
+    """stem -> stages -> global average pool -> dropout -> linear head: the layout of ``small_cnn``
+    and ``small_cnn_3d`` (``pool`` is the 2D or 3D adaptive pool)."""
+
+    def _add_head(self, features: int, num_classes: int, drop_rate: float, pool: nn.Module) -> None:
+        self.pool = pool
+        self.dropout = nn.Dropout(drop_rate)
+        self.head = nn.Linear(features, num_classes)
+        self.num_features = features
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.pool(self.forward_features(x)).flatten(1)))
+
+
+class SmallCNN(StemStagesClassifier):
     def __init__(self, num_classes: int, in_chans: int = 3, widths: tuple[int, ...] = (32, 64, 128, 256),
                  depths: tuple[int, ...] = (1, 1, 1, 1),
                  stem_stride: int = 1, drop_rate: float = 0.1, drop_path_rate: float = 0.0,
@@ -55,16 +72,7 @@ class SmallCNN(nn.Module):
                 layers.append(BasicBlock(cin, width, 2 if (i > 0 and j == 0) else 1, rate, spatial_dropout))
                 cin, k = width, k + 1
         self.stages = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(drop_rate)
-        self.head = nn.Linear(cin, num_classes)
-        self.num_features = cin
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.pool(self.forward_features(x)).flatten(1)))
+        self._add_head(cin, num_classes, drop_rate, nn.AdaptiveAvgPool2d(1))
 
 
 @register_model(options=SmallCNN)
