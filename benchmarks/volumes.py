@@ -149,8 +149,8 @@ def summary_row(key: str, done: list[dict], cost: dict | None, payload: dict) ->
     class_names = ["normal", "hyperplasia"]
     keys = ["test_acc", "test_auc", "test_balanced_acc", "test_macro_f1", "val_auc"]
     metrics = {k: float(np.mean([r["metrics"][k] for r in done])) for k in keys}
-    metrics |= {f"{k}_std": float(np.std([r["metrics"][k] for r in done], ddof=1)) if len(done) > 1 else 0.0
-                for k in ("test_acc", "test_auc")}
+    if len(done) > 1:  # one seed has no spread to report
+        metrics |= {f"{k}_std": float(np.std([r["metrics"][k] for r in done], ddof=1)) for k in ("test_acc", "test_auc")}
     metrics |= {"params_m": done[0]["metrics"]["params_m"], "gflops": done[0]["metrics"]["gflops"],
                 "train_img_s": float(np.median([r["metrics"]["train_img_s"] for r in done])),
                 "wall_per_seed_s": float(np.median([r["wall_s"] for r in done]))}
