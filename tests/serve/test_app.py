@@ -183,6 +183,28 @@ def test_micro_batches_group_concurrent_cases_and_a_full_queue_answers_503():
     assert sum(not isinstance(f, Exception) for f in flood) >= 4
 
 
+def test_without_a_wait_a_lone_case_runs_alone_and_cases_queued_meanwhile_form_the_next_batch():
+    sizes = []
+
+    def slow(images, extras):
+        time.sleep(0.1)
+        return np.zeros((len(images), 2))
+
+    async def scenario():
+        batcher = MicroBatcher(slow, max_batch=8, max_latency_ms=0, max_queue=16, timeout_s=5,
+                               on_batch=lambda n, depth: sizes.append(n))
+        batcher.start()
+        image = np.zeros((4, 4, 3), np.uint8)
+        first = asyncio.ensure_future(batcher.submit(image))
+        await asyncio.sleep(0.03)  # the lone first case is already running: it did not wait for company
+        later = [asyncio.ensure_future(batcher.submit(image)) for _ in range(3)]
+        await asyncio.gather(first, *later)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert sizes == [1, 3]
+
+
 def test_a_request_past_its_timeout_gets_503_not_a_hang():
     def stuck(images, extras):
         time.sleep(0.5)

@@ -441,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None, help="bearer token required on /v1/* (health and metrics stay open)")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without an API key")
     p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--max-latency-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    p.add_argument("--max-latency-ms", type=float, default=0.0,
+                   help="extra time a batch waits for more requests (0: run what is queued as soon as the model is free)")
     p.add_argument("--max-queue", type=int, default=256, help="cases waiting before new ones get 503 + Retry-After")
     p.add_argument("--timeout-s", type=float, default=10.0, help="per-request limit (503 after it)")
     p.add_argument("--max-upload-mb", type=float, default=20.0)

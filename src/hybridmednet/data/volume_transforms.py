@@ -21,7 +21,7 @@ from hybridmednet.errors import ConfigError
 EXTRA_OPS_3D = {"flip": "RandomFlip", "affine": "RandomAffine", "elastic": "RandomElasticDeformation",
                 "gaussian_noise": "RandomNoise", "gaussian_blur": "RandomBlur", "gamma": "RandomGamma",
                 "bias_field": "RandomBiasField", "ghosting": "RandomGhosting", "motion": "RandomMotion",
-                "spike": "RandomSpike", "anisotropy": "RandomAnisotropy", "swap": "RandomSwap"}
+                "spike": "RandomSpike", "anisotropy": "RandomAnisotropy"}
 
 
 def _presets(name: str) -> list:

@@ -42,7 +42,7 @@ class Settings:
     max_pixels: int = 50_000_000
     max_files: int = 16
     max_batch: int = 32
-    max_latency_ms: float = 5.0
+    max_latency_ms: float = 0.0
     max_queue: int = 256
     timeout_s: float = 10.0
     api_key: str | None = None

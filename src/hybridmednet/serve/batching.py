@@ -1,5 +1,7 @@
-"""Micro-batching: requests that arrive within ``max_latency_ms`` of each other run as one batch
-(up to ``max_batch``) on one inference thread per model.
+"""Micro-batching on one inference thread per model: every case already queued when the thread
+is free runs as one batch (up to ``max_batch``), so a lone request never waits for company and,
+under load, the cases that arrive while a batch runs form the next one. ``max_latency_ms`` > 0
+additionally holds a batch that long for more cases (larger batches, at that cost in latency).
 
 The queue is bounded: when ``max_queue`` cases already wait, a new one is refused at once with
 503 and ``Retry-After`` (the caller retries; the service never hangs or grows without bound). A
@@ -30,7 +32,7 @@ class Pending:
 
 class MicroBatcher:
     def __init__(self, run_batch: Callable[[np.ndarray, dict | None], np.ndarray], *, max_batch: int = 32,
-                 max_latency_ms: float = 5.0, max_queue: int = 256, timeout_s: float = 10.0,
+                 max_latency_ms: float = 0.0, max_queue: int = 256, timeout_s: float = 10.0,
                  on_batch: Callable[[int, int], None] | None = None):
         self.run_batch, self.max_batch, self.max_latency = run_batch, max_batch, max_latency_ms / 1000
         self.max_queue, self.timeout_s, self.on_batch = max_queue, timeout_s, on_batch
@@ -77,7 +79,9 @@ class MicroBatcher:
     async def _collect(self) -> list[Pending]:
         first = await self.queue.get()
         batch, deadline = [first], time.perf_counter() + self.max_latency
-        while len(batch) < self.max_batch:
+        while len(batch) < self.max_batch and not self.queue.empty():  # what is waiting already
+            batch.append(self.queue.get_nowait())
+        while len(batch) < self.max_batch and self.max_latency > 0:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break
