@@ -20,21 +20,6 @@ from hybridmednet.utils.io import atomic_write
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz", ".gif", ".webp")
 
 
-def _volume_inputs(folder: Path) -> list[str]:
-    """A DICOM-series folder is one volume; any other folder holds NIfTI files and series folders."""
-    from hybridmednet.data.volumes import is_dicom_series, is_nifti
-
-    if is_dicom_series(folder):
-        return [str(folder)]
-    found: list[str] = []
-    for p in sorted(folder.rglob("*")):
-        if any(p.is_relative_to(f) for f in found):
-            continue
-        if (p.is_file() and is_nifti(p)) or is_dicom_series(p):
-            found.append(p)
-    return [str(p) for p in found]
-
-
 def expand_inputs(inputs: list[str], path_column: str = "path", spatial_dims: int = 2) -> list[str]:
     """Image files as given; folders searched recursively; CSVs read for ``path_column``. For a 3D
     model (``spatial_dims=3``) a DICOM-series folder is one input and other folders are searched
@@ -43,7 +28,9 @@ def expand_inputs(inputs: list[str], path_column: str = "path", spatial_dims: in
     for item in inputs:
         p = Path(item)
         if p.is_dir() and spatial_dims == 3:
-            paths += _volume_inputs(p)
+            from hybridmednet.data.volumes import find_volumes
+
+            paths += [str(v) for v in find_volumes(p)]
         elif p.is_dir():
             paths += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES))
         elif p.suffix.lower() == ".csv":

@@ -39,9 +39,24 @@ def is_nifti(path: str | Path) -> bool:
 
 
 def is_dicom_series(path: str | Path) -> bool:
-    """A folder holding ``.dcm`` files (and no sub-folders with images): one series."""
+    """A folder holding ``.dcm`` files directly: one series."""
     p = Path(path)
     return p.is_dir() and any(f.suffix.lower() == ".dcm" for f in p.iterdir() if f.is_file())
+
+
+def find_volumes(root: str | Path) -> list[Path]:
+    """The volumes at or below ``root``: ``root`` itself when it is a DICOM series, else every NIfTI
+    file and series folder below it (a series' slices are not separate entries; hidden names skipped)."""
+    root = Path(root)
+    if is_dicom_series(root):
+        return [root]
+    found: list[Path] = []
+    for p in sorted(root.rglob("*")):
+        if p.name.startswith(".") or any(parent in found for parent in p.parents):
+            continue
+        if (p.is_file() and is_nifti(p)) or is_dicom_series(p):
+            found.append(p)
+    return found
 
 
 def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]]:

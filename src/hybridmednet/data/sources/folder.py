@@ -37,20 +37,6 @@ def _group_of(name: str, pattern: re.Pattern | None) -> str | None:
     return "-".join(found) if found else match.group(0)
 
 
-def _volume_entries(class_dir: Path) -> list[Path]:
-    """NIfTI files and DICOM-series folders anywhere below ``class_dir`` (a series is a folder with
-    ``.dcm`` files; its slices are not separate entries)."""
-    from hybridmednet.data.volumes import is_dicom_series, is_nifti
-
-    found = []
-    for p in sorted(class_dir.rglob("*")):
-        if p.name.startswith(".") or any(parent in found for parent in p.parents):
-            continue
-        if (p.is_file() and is_nifti(p)) or is_dicom_series(p):
-            found.append(p)
-    return found
-
-
 @register_source("folder")
 def folder_table(cfg, spatial_dims: int = 2) -> SampleTable:
     root = Path(cfg.root)
@@ -76,7 +62,9 @@ def folder_table(cfg, spatial_dims: int = 2) -> SampleTable:
             if not class_dir.is_dir():
                 continue
             if spatial_dims == 3:
-                files = _volume_entries(class_dir)
+                from hybridmednet.data.volumes import find_volumes
+
+                files = find_volumes(class_dir)
                 if not files:
                     raise DataError(f"{class_dir}: class folder has no volumes (.nii / .nii.gz files or DICOM-series "
                                     "folders); add volumes or remove the folder")
