@@ -195,9 +195,13 @@ def to_uint8(volume: np.ndarray, intensity: str, window=None) -> np.ndarray:
 def load_volume(path: str | Path, size: int, mode: str, options: dict) -> np.ndarray:
     """A volume file or series as the model reads it: ``uint8 (S, S, S, 1)``. ``options`` is
     ``data.volume`` as a dict (interpolation, window, intensity), as a checkpoint records it."""
-    volume, spacing = read_volume(path)
-    volume = to_grid(volume, spacing, size, mode, options["interpolation"])
-    return to_uint8(volume, options["intensity"], options["window"])[..., None]
+    return model_input(*read_volume(path), size, mode, options)
+
+
+def model_input(volume: np.ndarray, spacing, size: int, mode: str, options: dict) -> np.ndarray:
+    """A read volume (z, y, x) on the model's grid with its intensity options: ``uint8 (S, S, S, 1)``."""
+    grid = to_grid(volume, spacing, size, mode, options["interpolation"])
+    return to_uint8(grid, options["intensity"], options["window"])[..., None]
 
 
 def fit_volume(volume: np.ndarray, size: int, options: dict) -> np.ndarray:

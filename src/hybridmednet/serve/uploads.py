@@ -90,7 +90,7 @@ def decode_volume_upload(data: bytes, *, name: str, preprocessing: dict, max_pix
 
     import nibabel as nib
 
-    from hybridmednet.data.volumes import nifti_array, to_grid, to_uint8
+    from hybridmednet.data.volumes import model_input, nifti_array
 
     if not data:
         raise UploadError(400, f"{name}: empty upload")
@@ -109,9 +109,7 @@ def decode_volume_upload(data: bytes, *, name: str, preprocessing: dict, max_pix
     except Exception as exc:  # noqa: BLE001 - any decoder failure is the upload's fault, never a 500
         reason = " ".join(str(exc).split())[:200]
         raise UploadError(400, f"{name}: not a readable NIfTI volume ({type(exc).__name__}: {reason})") from None
-    options = preprocessing["volume"]
-    grid = to_grid(volume, spacing, preprocessing["image_size"], preprocessing["resize"], options["interpolation"])
-    return to_uint8(grid, options["intensity"], options["window"])[..., None]
+    return model_input(volume, spacing, preprocessing["image_size"], preprocessing["resize"], preprocessing["volume"])
 
 
 def fit(image: np.ndarray, preprocessing: dict) -> np.ndarray:
