@@ -81,7 +81,8 @@ def write_results(name: str, payload: dict, rows: list[dict], *, precision: dict
                "metrics": row.get("metrics", {}), "ci": row.get("ci", {}), "wall_s": row.get("wall_s"),
                "results_file": str(path.relative_to(RESULTS.parent.parent)),
                **({"ci_method": row["ci_method"]} if row.get("ci_method") else {}),
-               "provenance": row.get("provenance") or stamp}
+               "provenance": row.get("provenance") or stamp,
+               **({"provenance_note": row["provenance_note"]} if row.get("provenance_note") else {})}
         index = [r for r in index if tuple(r[k] for k in ROW_KEY) != tuple(row[k] for k in ROW_KEY)]
         index.append(row)
     atomic_write_json(SUMMARY, sorted(index, key=lambda r: tuple(str(r[k]) for k in ROW_KEY)))

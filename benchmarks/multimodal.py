@@ -6,7 +6,10 @@ and is evaluated on test once (95% bootstrap CIs); multimodal variants are evalu
 with every case's clinical input removed (robustness to missing text). The text is rendered from
 age, sex and body site ("55-year-old, male, lesion on the back") and encoded by the frozen
 all-MiniLM-L6-v2; dx_type is refused as an input. Results are rewritten after every run, so an
-interrupted benchmark leaves a valid file listing the seeds it finished.
+interrupted benchmark leaves a valid file listing the seeds it finished; the same command continues
+it. A variant's runs from before predictions were kept (its row carried seed 0's image-level
+interval) are set aside in the file (``superseded_runs``) and trained again, so every row ends with
+the seed-mean interval, lesion-clustered where ids exist; until then its index row is the old one.
 
     python benchmarks/multimodal.py --setting official28 --seeds 0,1,2 --epochs 10
     python benchmarks/multimodal.py --setting lesion64 --only image_only,concat
@@ -73,15 +76,26 @@ def aggregate(runs: list[dict], part: str | None = None) -> dict:
     return out
 
 
-def summary_rows(variants: dict, dataset: str, cfg) -> list[dict]:
-    """One index row per variant; metadata-only has no image backbone."""
-    return [{"benchmark": "multimodal", "dataset": dataset, "image_size": cfg.data.image_size,
-             "model": "none (metadata MLP)" if n == "metadata_only" else cfg.model.name,
-             "variant": n, "seeds": [r["seed"] for r in e["runs"]],
-             "metrics": e["metrics"] | ({f"no_text_{k}": v for k, v in e["without_clinical"].items() if not k.endswith("_std")}
-                                        if "without_clinical" in e else {}),
-             **_interval(e), "wall_s": round(sum(r["wall_s"] for r in e["runs"]), 1)}
-            for n, e in variants.items()]
+def summary_rows(variants: dict, dataset: str, cfg, payload: dict) -> list[dict]:
+    """One index row per variant whose runs carry their own commit and command (metadata-only has
+    no image backbone). Variants not yet re-run since runs kept them give no row: their index rows
+    keep the provenance recovered for them, never this run's."""
+    from _common import row_provenance
+
+    rows = []
+    for n, e in variants.items():
+        if not e["runs"] or not all("git" in r for r in e["runs"]):
+            continue
+        commits = sorted({r["git"]["commit"] for r in e["runs"]})
+        rows.append({"benchmark": "multimodal", "dataset": dataset, "image_size": cfg.data.image_size,
+                     "model": "none (metadata MLP)" if n == "metadata_only" else cfg.model.name,
+                     "variant": n, "seeds": [r["seed"] for r in e["runs"]],
+                     "metrics": e["metrics"] | ({f"no_text_{k}": v for k, v in e["without_clinical"].items()
+                                                 if not k.endswith("_std")} if "without_clinical" in e else {}),
+                     **_interval(e), "wall_s": round(sum(r["wall_s"] for r in e["runs"]), 1),
+                     "provenance": row_provenance(payload | {"git": e["runs"][0]["git"], "command": e["runs"][0]["command"]}),
+                     **({"provenance_note": f"runs from commits {commits}"} if len(commits) > 1 else {})})
+    return rows
 
 
 def _interval(entry: dict) -> dict:
@@ -123,17 +137,29 @@ def main() -> None:
 
         from hybridmednet.utils.io import atomic_write_json
 
-        atomic_write_json(SUMMARY, [r for r in json.loads(SUMMARY.read_text()) if not r["results_file"].endswith(path.name)])
-        write_results(path.stem, json.loads(path.read_text()), summary_rows(variants, dataset, cfg))
+        payload = json.loads(path.read_text())
+        rows = summary_rows(variants, dataset, cfg, payload)
+        index = json.loads(SUMMARY.read_text())
+        mine = {r["variant"] for r in index if r["results_file"].endswith(path.name)}
+        replaced = {r["variant"] for r in rows} | (mine - set(variants))  # rewritten, or no longer a variant
+        atomic_write_json(SUMMARY, [r for r in index if not (r["results_file"].endswith(path.name)
+                                                             and r["variant"] in replaced)])
+        write_results(path.stem, payload, rows)
         return
     origin = data_provenance(cfg)
     for seed in seeds:  # seed-major: a cut-short run still has every variant at the first seeds
         for name in names:
             entry = variants.setdefault(name, {"overrides": [*common, *VARIANTS[name]], "runs": []})
+            if not all("predictions" in r for r in entry["runs"]):
+                # runs from before predictions were kept: set aside (kept in the file), trained again
+                entry["superseded_runs"] = entry.pop("runs")
+                entry["runs"] = []
+                entry.pop("ci95_seed_mean", None)
             if any(r["seed"] == seed for r in entry["runs"]):
                 continue
             row = run_variant(preset, entry["overrides"], seed, multimodal=name != "image_only",
                               stem=f"multimodal_{args.setting}_{name}")
+            row |= {"git": origin["git"], "command": origin["command"]}
             entry["runs"] = sorted([*entry["runs"], row], key=lambda r: r["seed"])
             entry["metrics"] = aggregate(entry["runs"])
             entry["ci95_first_seed"] = entry["runs"][0]["ci"]
@@ -152,7 +178,7 @@ def main() -> None:
                        "text": {"template": cfg.data.clinical.template, "encoder": cfg.data.clinical.text_encoder.kind,
                                 "refused_inputs": cfg.data.clinical.leak_columns},
                        "seeds_requested": seeds, "variants": variants, **origin}
-            write_results(f"multimodal_{args.setting}", payload, summary_rows(variants, dataset, cfg))
+            write_results(f"multimodal_{args.setting}", payload, summary_rows(variants, dataset, cfg, payload))
 
 
 if __name__ == "__main__":
