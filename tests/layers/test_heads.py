@@ -16,6 +16,7 @@ from hybridmednet.layers.heads import ClassifierHead, create_head, list_heads
 from hybridmednet.layers.kan import KANLinear
 from hybridmednet.layers.moe import MixtureOfExperts, load_balance_loss
 from hybridmednet.layers.prototype import PrototypeClassifier
+from hybridmednet.layers.prototype_attention import PrototypeMixedAttention, window_partition
 
 C, K = 16, 3  # feature channels, classes
 # parameters that may legitimately get an all-zero gradient from one small batch:
@@ -38,11 +39,16 @@ def test_registry_lists_all_heads_and_rejects_unknown_names():
         create_head("nope", C, K)
 
 
+# every head with its defaults, plus options that change a head's graph
+VARIANTS = [(name, {}) for name in list_heads()] + [("prototype", {"mixed_attention": True, "window": 3,
+                                                                   "attention_heads": 2, "max_per_class": 3})]
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")  # legacy exporter
-@pytest.mark.parametrize("name", list_heads())
-def test_head_shapes_backward_and_onnx(name, tmp_path):
+@pytest.mark.parametrize("name,kwargs", VARIANTS, ids=[f"{n}-{'-'.join(k) or 'default'}" for n, k in VARIANTS])
+def test_head_shapes_backward_and_onnx(name, kwargs, tmp_path):
     torch.manual_seed(0)
-    head = create_head(name, C, K)
+    head = create_head(name, C, K, **kwargs)
     assert isinstance(head, ClassifierHead)
     fmap = torch.randn(2, C, 4, 4)
     targets = torch.tensor([0, 2])
@@ -327,3 +333,46 @@ def test_global_contrastive_prototype_loss_prefers_embeddings_on_their_own_proto
     assert on_own < 0.01 < on_other
     assert "proto_contrastive" in clf.aux_losses(torch.randn(2, 4), targets)
     assert "proto_contrastive" not in _classifier(protos).aux_losses(torch.randn(2, 4), targets)  # off by default
+
+
+# ---------------------------------------------------------------------------- prototype mixed attention
+def test_window_partition_groups_map_squares_and_masks_the_padding():
+    tokens = torch.arange(5 * 5, dtype=torch.float32).view(1, 25, 1)  # a 5x5 map, value = row * 5 + col
+    windows, mask, count = window_partition(tokens, (5, 5), 2)
+    assert count == 9 and windows.shape == (9, 4, 1) and mask.shape == (9, 4)
+    assert windows[0, :, 0].tolist() == [0, 1, 5, 6]  # the top-left 2x2 square
+    assert mask[0].tolist() == [False] * 4 and mask[8].tolist() == [False, True, True, True]  # bottom-right corner
+    seq, seq_mask, seq_count = window_partition(torch.randn(2, 7, 3), None, 2)
+    assert seq_count == 2 and seq.shape == (4, 4, 3) and seq_mask.sum().item() == 2  # one padded token per image
+
+
+def test_local_attention_stays_inside_its_window():
+    torch.manual_seed(0)
+    block = PrototypeMixedAttention(8, heads=2, window=2).eval()
+    tokens = torch.randn(1, 16, 8)  # a 4x4 map: four 2x2 windows
+    changed = tokens.clone()
+    changed[0, 15] = torch.randn(8) * 3  # bottom-right window only (not a constant shift: LayerNorm removes it)
+    with torch.no_grad():
+        a, b = block.local_tokens(tokens, (4, 4)), block.local_tokens(changed, (4, 4))
+    moved = (a - b).abs().sum(-1)[0].view(4, 4) > 1e-6
+    assert moved[2:, 2:].all() and not moved[:2].any() and not moved[:, :2].any()
+
+
+def test_mixed_attention_gate_is_a_distribution_and_inactive_prototypes_change_nothing():
+    torch.manual_seed(0)
+    head = create_head("prototype", C, K, mixed_attention=True, attention_heads=2, window=2,
+                       prototypes_per_class=1, max_per_class=2).eval()
+    fmap = torch.randn(3, C, 4, 4)
+    with torch.no_grad():
+        before = head(fmap)
+        torch.testing.assert_close(head.mixed.last_gate.sum(-1), torch.ones(3))
+        assert head.last_attention.shape == (3, 4, 4)
+        torch.testing.assert_close(head.last_attention.sum((1, 2)), torch.ones(3))
+        head.classifier.prototypes[:, 1] = torch.randn(K, C) * 3  # inactive slots
+        torch.testing.assert_close(head(fmap), before)
+        head.classifier.prototypes[:, 0] += 1.0  # active slots are read
+        assert not torch.allclose(head(fmap), before)
+    with pytest.raises(ConfigError, match="not divisible by attention_heads=3"):
+        create_head("prototype", C, K, mixed_attention=True, attention_heads=3)
+    with pytest.raises(ConfigError, match="needs a .B, C, H, W. map"):
+        head(torch.randn(2, C))

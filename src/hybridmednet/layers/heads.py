@@ -24,6 +24,7 @@ from hybridmednet.errors import ConfigError
 from hybridmednet.layers.kan import KANLinear
 from hybridmednet.layers.moe import MixtureOfExperts, load_balance_loss
 from hybridmednet.layers.prototype import PrototypeClassifier
+from hybridmednet.layers.prototype_attention import PrototypeMixedAttention
 from hybridmednet.registry import Registry
 
 HEADS: Registry[Callable[..., nn.Module]] = Registry("head", "model.kwargs.head",
@@ -245,24 +246,41 @@ class MoEHead(ClassifierHead):
 class PrototypeHead(ClassifierHead):
     """Average pool (optionally a linear projection to ``proj_dim``) -> multi-prototype cosine classifier.
 
-    Keyword arguments other than ``proj_dim`` go to
-    :class:`~hybridmednet.layers.prototype.PrototypeClassifier` (prototypes_per_class,
-    max_per_class, scale, learn_scale, aggregation, momentum, the loss weights, margin,
-    add_threshold). ``aux_losses`` also runs the momentum update while training; call
-    ``maybe_add_prototypes()`` yourself (e.g. per epoch): slots are preallocated, so no optimizer
-    rebuild is needed.
+    With ``mixed_attention`` the embedding is instead the gated fusion of pooled, windowed
+    self-attention and prototype cross-attention streams over the (projected) feature tokens
+    (:class:`~hybridmednet.layers.prototype_attention.PrototypeMixedAttention`, ``attention_heads``
+    heads, ``window`` x ``window`` windows); ``last_attention`` is then where the prototypes looked.
+
+    Other keyword arguments go to :class:`~hybridmednet.layers.prototype.PrototypeClassifier`
+    (prototypes_per_class, max_per_class, scale, learn_scale, aggregation, momentum, the loss
+    weights, margin, add_threshold, contrastive_weight, contrastive_tau). ``aux_losses`` also runs
+    the momentum update while training; call ``maybe_add_prototypes()`` yourself (e.g. per epoch):
+    slots are preallocated, so no optimizer rebuild is needed.
     """
 
     def __init__(self, in_features: int, num_classes: int, proj_dim: int | None = None, drop_rate: float = 0.0,
-                 **kwargs):
+                 mixed_attention: bool = False, attention_heads: int = 4, window: int = 4, **kwargs):
         super().__init__()
         self.embed_dim = proj_dim or in_features
         self.proj = nn.Linear(in_features, proj_dim) if proj_dim else nn.Identity()
         self.drop = nn.Dropout(drop_rate)  # on the embedding before the cosine logits, like the other heads
         self.classifier = PrototypeClassifier(self.embed_dim, num_classes, **kwargs)
+        self.mixed = None
+        if mixed_attention:
+            self.mixed = PrototypeMixedAttention(self.embed_dim, attention_heads, window)
 
     def embed(self, fmap):
-        return self.proj(global_pool(fmap))
+        if self.mixed is None:
+            return self.proj(global_pool(fmap))
+        if fmap.ndim not in (3, 4):
+            raise ConfigError(f"the prototype head's mixed_attention needs a (B, C, H, W) map or (B, N, C) tokens, got "
+                              f"shape {tuple(fmap.shape)}; use a backbone that returns one, or drop mixed_attention")
+        grid = tuple(fmap.shape[2:]) if fmap.ndim == 4 else None
+        tokens = self.proj(fmap.flatten(2).transpose(1, 2) if fmap.ndim == 4 else fmap)
+        protos = self.classifier.normalized_prototypes().flatten(0, 1)
+        emb = self.mixed(tokens, grid, protos, self.classifier.active.flatten())
+        self.last_attention = self.mixed.last_attention
+        return emb
 
     def classify(self, emb):
         return self.classifier(self.drop(emb))
