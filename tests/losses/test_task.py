@@ -28,3 +28,24 @@ def test_with_a_taxonomy_coarse_targets_come_from_the_fine_labels():
     expected = 0.5 * nn.functional.cross_entropy(coarse, torch.tensor([0, 1]))
     assert torch.isclose(right["coarse"], expected) and wrong["coarse"] > right["coarse"]
     assert right["consistency"] >= 0
+
+
+def test_learned_aux_weight_is_the_uncertainty_weighting_of_task_and_auxiliary_terms():
+    loss = TaskLoss(nn.CrossEntropyLoss(), learned_aux_weight=True)
+    out = ModelOutput(logits=torch.zeros(4, 3))
+    targets = torch.tensor([0, 1, 2, 0])
+    aux = {"proto_cluster": torch.tensor(0.5), "proto_separation": torch.tensor(0.25)}
+    total, parts = loss(out, targets, aux)
+    assert math.isclose(total.item(), math.log(3) + 0.75, rel_tol=1e-6)  # s = 0: weights 1, no offset
+    assert loss.learned_weights() == {"task": 1.0, "auxiliary": 1.0}
+    with torch.no_grad():
+        loss.weighting.log_vars.copy_(torch.tensor([0.5, -1.0]))
+    total, _ = loss(out, targets, aux)
+    expected = math.exp(-0.5) * math.log(3) + 0.5 + math.exp(1.0) * 0.75 - 1.0
+    assert math.isclose(total.item(), expected, rel_tol=1e-6)
+    assert set(parts) == {"fine", "aux_proto_cluster", "aux_proto_separation"}  # terms are still reported apart
+    no_aux, _ = loss(out, targets)
+    assert math.isclose(float(no_aux), math.log(3), rel_tol=1e-6)  # nothing to weigh against
+    total.backward()
+    assert loss.weighting.log_vars.grad.abs().min() > 0
+    assert TaskLoss(nn.CrossEntropyLoss()).learned_weights() == {}

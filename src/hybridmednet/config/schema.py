@@ -354,6 +354,9 @@ class TrainConfig(StrictModel):
     plateau_factor: float = Field(0.5, gt=0, lt=1)
     backbone_lr_scale: float = Field(1.0, gt=0, description="backbone LR = lr x scale (new layers keep lr)")
     freeze_backbone_epochs: int = Field(0, ge=0, description="train only the new layers for this many epochs")
+    loss_weighting: Literal["fixed", "uncertainty"] = Field(
+        "fixed", description="task loss vs the model's auxiliary terms (prototype, MoE): added at their configured "
+                             "weights, or weighed by learned homoscedastic uncertainty (Kendall et al. 2018)")
     coarse_loss_weight: float = Field(0.5, ge=0)
     consistency_weight: float = Field(0.1, ge=0)
     ema: bool = True

@@ -40,4 +40,4 @@ def mixed_loss(task_loss, out, y: torch.Tensor, mixed, aux: dict | None) -> torc
         return task_loss(out, y, aux)[0]
     y_b, lam = mixed
     loss = lam * task_loss(out, y, None)[0] + (1 - lam) * task_loss(out, y_b, None)[0]
-    return loss + sum((aux or {}).values())
+    return task_loss.combine(loss, aux)

@@ -260,9 +260,12 @@ class Trainer:
                      + (", learned weights" if t.distill.learned_weights else ""))
         self.loss_fn = build_loss(t.loss, multilabel=data.multilabel, label_smoothing=t.label_smoothing,
                                   class_counts=data.class_counts()["train"], **t.loss_kwargs).to(rt.device)
-        self.task_loss = TaskLoss(self.loss_fn, self.fine_to_coarse, t.coarse_loss_weight, t.consistency_weight).to(rt.device)
+        self.task_loss = TaskLoss(self.loss_fn, self.fine_to_coarse, t.coarse_loss_weight, t.consistency_weight,
+                                  learned_aux_weight=t.loss_weighting == "uncertainty").to(rt.device)
         optimizer = build_optimizer(raw, t.lr, t.weight_decay, rt.device, t.backbone_lr_scale, name=t.optimizer,
                                     momentum=t.momentum, nesterov=t.nesterov)
+        if self.task_loss.weighting is not None:  # the learned log-variances train with the model, without decay
+            optimizer.add_param_group({"params": list(self.task_loss.weighting.parameters()), "weight_decay": 0.0})
         if self.distill is not None:  # adapters, projection heads, learned weights: trained with the student
             for group in param_groups(self.distill, t.weight_decay):
                 if group["params"]:
@@ -309,7 +312,7 @@ class Trainer:
                 stop = False
                 if rt.is_main:
                     row = self._validate_and_select(raw, ema, state, epoch, train_loss, img_s, optimizer)
-                    row |= self._distill_row()
+                    row |= self._distill_row() | {f"weight_{n}": round(w, 4) for n, w in self.task_loss.learned_weights().items()}
                     if "aug_strength" in state:
                         row["aug_strength"] = round(state["aug_strength"], 4)
                         state["aug_strength"] = next_strength(state["aug_strength"], cfg.data.adaptive_augment,
@@ -388,6 +391,10 @@ class Trainer:
                 with rt.autocast(), (self.distill.capture() if self.distill is not None else nullcontext()):
                     out = as_output(model(x, **clinical))
                 aux = raw.aux_losses(out, y) if hasattr(raw, "aux_losses") else None
+                if not aux and self.task_loss.weighting is not None:  # known at the first batch
+                    raise ConfigError(f"train.loss_weighting=uncertainty weighs the task loss against the model's "
+                                      f"auxiliary terms, and model {self.cfg.model.name!r} gives none; use a prototype "
+                                      "or MoE head (model.kwargs.head) or train.loss_weighting=fixed")
                 loss = mixed_loss(self.task_loss, out, y, mixed, aux)
                 if self.distill is not None:
                     with rt.autocast():
@@ -426,8 +433,10 @@ class Trainer:
 
     def _optimizer_step(self, raw, optimizer, scaler) -> None:
         clip = self.cfg.train.grad_clip
-        if self.distill is not None and self.rt.distributed:  # outside DDP's module: average their grads here
-            for p in self.distill.parameters():
+        if self.rt.distributed:  # parameters outside DDP's module: average their grads here
+            outside = [*(self.distill.parameters() if self.distill is not None else []),
+                       *(self.task_loss.weighting.parameters() if self.task_loss.weighting is not None else [])]
+            for p in outside:
                 if p.grad is not None:
                     torch.distributed.all_reduce(p.grad)
                     p.grad /= self.rt.world_size
@@ -527,6 +536,8 @@ class Trainer:
             tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
         if self.distill is not None:
             tensors.update({f"distill.{k}": v for k, v in self.distill.state_dict().items()})
+        if self.task_loss.weighting is not None:
+            tensors.update({f"weighting.{k}": v for k, v in self.task_loss.weighting.state_dict().items()})
         optim_tensors, optim_meta = ckpt.flatten_optimizer(optimizer.state_dict())
         rng_tensors, rng_meta = _rng_state()
         tensors.update(optim_tensors)
@@ -546,6 +557,8 @@ class Trainer:
             ema.load_state_dict(part("ema."))
         if self.distill is not None:
             self.distill.load_state_dict(part("distill."))
+        if self.task_loss.weighting is not None:
+            self.task_loss.weighting.load_state_dict(part("weighting."))
         optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, meta["optimizer"]))
         ckpt.match_parameter_layout(optimizer)
         scheduler.load_state_dict(meta["scheduler"])
