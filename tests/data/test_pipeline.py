@@ -65,6 +65,24 @@ def test_class_without_training_images_is_an_error(tmp_path, tiny_npz):
         prepare_data(load_config(raw=raw).data)
 
 
+def test_data_classes_keeps_and_relabels_the_chosen_classes(tiny_npz):
+    import numpy as np
+
+    raw = {"name": "k", "data": {"source": {"kind": "medmnist", "root": str(tiny_npz.parent), "flag": "tinymnist",
+                                            "download": False}, "image_size": 16, "cache": False}}
+    full = prepare_data(load_config(raw=raw).data)
+    data = prepare_data(load_config(raw=raw, overrides=["data.classes=['2', '0']"]).data)
+    assert data.class_names == ["2", "0"]
+    for split, part in data.splits.items():
+        kept = np.isin(full.splits[split].targets, [0, 2])
+        assert part.ids == [i for i, k in zip(full.splits[split].ids, kept) if k]
+        assert (part.targets == np.where(full.splits[split].targets[kept] == 2, 0, 1)).all()
+    with pytest.raises(DataError, match=r"data.classes \['7'\] are not classes of the source; it has: 0, 1, 2"):
+        prepare_data(load_config(raw=raw, overrides=["data.classes=['0', '7']"]).data)
+    with pytest.raises(DataError, match="names a class twice"):
+        prepare_data(load_config(raw=raw, overrides=["data.classes=['0', '0']"]).data)
+
+
 @requires_shared_data("medmnist", "dermamnist.npz")
 def test_dermamnist_official_split():
     cfg = load_config("configs/dermamnist.yaml", [f"data.source.root={SHARED_DATA}/medmnist"])

@@ -58,6 +58,20 @@ def test_seeds_are_averaged_before_differencing():
     assert uneven["metrics"]["acc"]["diff"] == pytest.approx(gain) and "mcnemar_acc" not in uneven
 
 
+def test_a_custom_metric_is_differenced_like_the_headline():
+    a, b, targets, gain = shared_difficulty()
+
+    def recall_of_class_0(p, t):
+        return {"recall_0": float(np.mean(p[t == 0].argmax(1) == 0))}
+
+    out = paired_difference([a], [b], targets, multilabel=False, n_bootstrap=100, metric_fn=recall_of_class_0)
+    assert set(out["metrics"]) == {"recall_0"}
+    expected = recall_of_class_0(b, targets)["recall_0"] - recall_of_class_0(a, targets)["recall_0"]
+    assert out["metrics"]["recall_0"]["diff"] == pytest.approx(expected)
+    lo, hi = out["metrics"]["recall_0"]["ci95"]
+    assert lo <= expected <= hi
+
+
 def test_multilabel_difference():
     rng = np.random.default_rng(1)
     targets = (rng.random((200, 3)) < 0.4).astype(np.int64)

@@ -234,6 +234,9 @@ class DataConfig(StrictModel):
     mean: list[float] | None = None
     std: list[float] | None = None
     max_samples_per_split: int | None = Field(None, ge=1, description="cap for quick runs")
+    classes: list[str] | None = Field(
+        None, min_length=2, description="train on these classes only: the source's rows of other classes are dropped "
+                                        "before splitting (e.g. to hold classes out for few-shot evaluation)")
     taxonomy: dict[str, list[str]] | None = Field(
         None, description="coarse class -> fine classes (e.g. malignant: [mel, bcc, akiec]); enables the coarse head")
     cache: bool = Field(True, description="cache decoded, resized images under the run's data cache")

@@ -5,7 +5,7 @@ source -> :class:`SampleTable` -> split assignment -> decode/resize (cached) -> 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -68,6 +68,29 @@ def _to_arrays(table: SampleTable, cfg, skip_bad: bool) -> tuple[SplitArrays, li
                        groups=table.groups), skipped
 
 
+def keep_classes(table: SampleTable, classes: list[str]) -> SampleTable:
+    """The rows of ``classes`` only (``data.classes``), relabelled in that order; a name the source
+    lacks is an error listing what it has. Multi-label rows keep the chosen columns and are kept
+    when any of them is positive."""
+    lookup = {c.lower(): i for i, c in enumerate(table.class_names)}
+    unknown = [c for c in classes if c.lower() not in lookup]
+    if unknown:
+        raise DataError(f"{table.source}: data.classes {unknown} are not classes of the source; it has: "
+                        f"{', '.join(table.class_names)}")
+    if len({c.lower() for c in classes}) != len(classes):
+        raise DataError(f"{table.source}: data.classes {classes} names a class twice")
+    columns = np.asarray([lookup[c.lower()] for c in classes])
+    if table.multilabel:
+        keep = np.flatnonzero(table.targets[:, columns].sum(1) > 0)
+        targets = table.targets[keep][:, columns]
+    else:
+        keep = np.flatnonzero(np.isin(table.targets, columns))
+        remap = np.full(len(table.class_names), -1, np.int64)
+        remap[columns] = np.arange(len(columns))
+        targets = remap[table.targets[keep]]
+    return replace(table.subset(keep), targets=targets, class_names=[table.class_names[i] for i in columns])
+
+
 def prepare_data(cfg, *, splits_wanted=SPLITS, clinical_spec: dict | None = None) -> PreparedData:
     """Build the splits named in ``splits_wanted`` (decoding only those).
 
@@ -75,6 +98,8 @@ def prepare_data(cfg, *, splits_wanted=SPLITS, clinical_spec: dict | None = None
     clinical inputs are built with it instead of being fitted again on today's training split,
     so a changed metadata file cannot silently shift a trained model's vocabulary or scaling."""
     table = build_table(cfg.source, spatial_dims=cfg.spatial_dims)
+    if cfg.classes:
+        table = keep_classes(table, cfg.classes)
     if len(table.class_names) < 2:
         raise DataError(f"{table.source}: only one class ({', '.join(table.class_names) or 'none'}) found; a classifier "
                         "needs at least two: check the folder layout (root/<class>/<image>) or the label column")

@@ -61,19 +61,20 @@ def mcnemar_clustered(correct_a: np.ndarray, correct_b: np.ndarray, groups) -> d
 
 
 def paired_difference(probs_a: Sequence[np.ndarray], probs_b: Sequence[np.ndarray], targets, *, multilabel: bool,
-                      n_bootstrap: int = 1000, seed: int = 0, groups=None) -> dict:
+                      n_bootstrap: int = 1000, seed: int = 0, groups=None, metric_fn=None) -> dict:
     """Headline metrics of A and B (means over seeds) and of B - A with a paired 95% bootstrap CI.
 
     ``probs_a`` and ``probs_b`` hold one (cases, classes) array per seed, rows in the order of
     ``targets``; A and B may have different seed counts. Single-label resampling is stratified
-    by class, as for every other interval in the package.
+    by class, as for every other interval in the package. ``metric_fn(probs, targets) -> {name:
+    value}`` replaces the headline metrics (e.g. to add per-class recall).
     """
     a, b = _check_runs(probs_a, "model A"), _check_runs(probs_b, "model B")
     targets = np.asarray(targets)
     if a[0].shape != b[0].shape or len(targets) != len(a[0]):
         raise ValueError(f"A {a[0].shape} and B {b[0].shape} must score the same cases and classes as the "
                          f"{len(targets)} targets")
-    headline = multi_label_headline if multilabel else single_label_headline
+    headline = metric_fn or (multi_label_headline if multilabel else single_label_headline)
     c, n_a = a[0].shape[1], len(a)
 
     def difference(stacked: np.ndarray, t: np.ndarray) -> dict[str, float]:
