@@ -50,6 +50,15 @@ def test_mc_dropout_samples_vary_and_modes_are_restored():
     assert mi.shape == (12,) and np.all((mi >= 0) & (mi <= 1)) and mi.max() > 0
 
 
+def test_a_model_in_eval_mode_stays_in_eval_mode_after_mc_dropout_and_plain_prediction():
+    model = _dropout_model().eval()
+    mc_dropout_predict(model, _images(), **NORM, multilabel=False, n_samples=2)  # switches dropout on inside
+    assert not any(m.training for m in model.modules())
+    model[5].train()  # a mixed model: only the dropout trains
+    probs, _ = predict_arrays(model, _images(), **NORM, multilabel=False)
+    assert probs.shape == (12, 3) and [m.training for m in model.modules()] == [False] * 6 + [True, False]
+
+
 def test_mc_dropout_mean_approaches_deterministic_prediction():
     model = _dropout_model()
     model[5].p = 0.02  # light dropout: the MC mean stays close to the eval-mode output

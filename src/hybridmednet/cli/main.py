@@ -450,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (set PROMETHEUS_MULTIPROC_DIR)")
     p.add_argument("--log-inputs", default=None, metavar="DIR",
                    help="keep every answered upload (named by sha256) and its answer in DIR; off by default")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads per worker (onnxruntime or torch)")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_serve)
 

@@ -64,9 +64,13 @@ class Backend:
 class TorchBackend(Backend):
     kind = "torch"
 
-    def __init__(self, path: str | Path, name: str, device: str | None = None):
+    def __init__(self, path: str | Path, name: str, device: str | None = None, threads: int | None = None):
+        import torch
+
         from hybridmednet.engine.run import Run
 
+        if threads:  # intra-op threads of this process (torch's setting is process-wide)
+            torch.set_num_threads(threads)
         self.run = Run.load(path, device=device)
         self.name, self.path = name, self.run.path
         self.class_names, self.multilabel = self.run.class_names, self.run.multilabel
@@ -114,7 +118,7 @@ def load_backend(path: str | Path, kind: str, *, name: str | None = None, device
                  threads: int | None = None) -> Backend:
     name = name or Path(path).name.removesuffix(".onnx")
     if kind == "torch":
-        return TorchBackend(path, name, device)
+        return TorchBackend(path, name, device, threads)
     if kind == "onnx":
         return OnnxBackend(path, name, threads)
     raise DataError(f"backend {kind!r}: choose torch or onnx")
