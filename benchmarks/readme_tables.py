@@ -32,7 +32,15 @@ COLUMNS = [("test_acc", "test ACC"), ("test_acc_std", "ACC std"), ("gap_test_acc
            ("test_malignant_specificity", "malignant specificity"), ("conformal_coverage", "conformal coverage"),
            ("conformal_mean_set_size", "mean set size"), ("epoch_s_64_estimate", "64^3 epoch s (estimate)"),
            ("latency_ms_p99", "p99 ms"), ("req_s", "requests/s"), ("error_rate", "error rate"),
-           ("responses_5xx", "5xx answers"), ("server_alive", "server alive"), ("rss_growth_mb", "memory growth MB")]
+           ("responses_5xx", "5xx answers"), ("server_alive", "server alive"), ("rss_growth_mb", "memory growth MB"),
+           ("test_recall_akiec", "akiec recall"), ("test_recall_df", "df recall"), ("test_recall_vasc", "vasc recall"),
+           ("test_recall_nv", "nv recall"), ("diff_test_balanced_acc", "bal. ACC vs its CE"),
+           ("diff_test_recall_akiec", "akiec recall vs its CE"), ("diff_test_recall_df", "df recall vs its CE"),
+           ("diff_test_recall_vasc", "vasc recall vs its CE"), ("diff_test_recall_nv", "nv recall vs its CE"),
+           ("study_val_auc", "study's best val AUC"), ("trials_complete", "trials finished"),
+           ("trials_pruned", "trials pruned"), ("search_s", "search s"),
+           ("step_ms_fp32_contiguous", "step ms fp32"), ("step_ms_fp32_channels_last", "step ms fp32 channels-last"),
+           ("step_ms_bf16_contiguous", "step ms bf16"), ("step_ms_bf16_channels_last", "step ms bf16 channels-last")]
 # headers that read differently in one benchmark's table (the serve load test times requests, not batch-1 calls)
 HEADER_BY_BENCHMARK = {"serve": {"latency_ms_p50": "p50 ms", "latency_ms_p95": "p95 ms", "peak_rss_mb": "server peak MB"}}
 

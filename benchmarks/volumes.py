@@ -9,6 +9,9 @@ docs). Every run: checkpoint chosen on val AUC, test evaluated once. Rows give t
 each metric, the seed std, and the 95% interval of the seed-averaged model (cases resampled once,
 every seed scored on each resample); wall time per run and training img/s.
 
+Also per model: training-step time at 28^3 in fp32 and bf16, contiguous and channels-last
+(``layout_28``), to show whether the GPU recipe's bf16 + ``channels_last_3d`` pays on this CPU.
+
 The 64^3 cost of one epoch (the 64-voxel file is not in the shared data) is estimated per model
 from timed training steps on random 64^3 volumes at the training batch size: median step time x
 steps per epoch of AdrenalMNIST3D's 1188 training volumes. It is labelled as an estimate.
@@ -74,6 +77,45 @@ def epoch_cost_64(preset: str, overrides: list[str], steps: int = 3) -> dict:
             "method": f"median of {steps} timed steps on random 64^3 inputs x {-(-TRAIN_VOLUMES // batch)} steps/epoch"}
 
 
+def layout_cost(preset: str, overrides: list[str], steps: int = 3) -> dict:
+    """Median training-step milliseconds at 28^3 (28 px for 2.5D) in fp32 and under bf16 autocast,
+    with contiguous and channels-last (``channels_last_3d`` for 5D) weights and inputs: whether
+    the layout or precision the GPU recipe uses pays on this CPU (the trainer's ``auto`` turns
+    channels-last on only with bf16 or CUDA)."""
+    import torch
+
+    from hybridmednet.config.loader import load_config
+    from hybridmednet.data.preprocess import channels_last_format
+    from hybridmednet.engine.run_dir import build_model_from_config
+    from hybridmednet.engine.runtime import to_channels_last
+
+    cfg = load_config(ROOT / "configs" / f"{preset}.yaml", [o for o in overrides if "init_checkpoint" not in o])
+    batch, dims = cfg.data.batch_size, cfg.data.spatial_dims
+    x0 = torch.randn(batch, cfg.data.channels, *(28,) * dims)
+    y = torch.randint(0, 2, (batch,))
+    out = {}
+    for precision in ("fp32", "bf16"):
+        for layout in ("contiguous", "channels_last"):
+            torch.manual_seed(0)
+            model = build_model_from_config(cfg, 2).train()
+            x = x0
+            if layout == "channels_last":
+                model, x = to_channels_last(model), x0.contiguous(memory_format=channels_last_format(x0.ndim))
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            times = []
+            for i in range(steps + 1):  # the first step warms up
+                started = time.perf_counter()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                if i:
+                    times.append(time.perf_counter() - started)
+            out[f"step_ms_{precision}_{layout}"] = 1000 * float(np.median(times))
+    return out | {"batch": batch, "method": f"median of {steps} timed training steps on random 28^{dims} inputs"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", default="0,1,2")
@@ -118,18 +160,27 @@ def main() -> None:
             _, _, preset, overrides = MODELS[key]
             costs[key] = epoch_cost_64(preset, overrides)
             print(f"{key}: one 64^3 epoch ~ {costs[key]['epoch_s_64_estimate']:.0f} s (estimate)", flush=True)
+    layouts = previous.get("layout_28", {})
+    for key in wanted:
+        if key not in layouts:
+            _, _, preset, overrides = MODELS[key]
+            layouts[key] = layout_cost(preset, overrides) | {"git": origin["git"], "command": origin["command"]}
+            print(f"{key}: step ms " + ", ".join(f"{k[8:]} {v:.0f}" for k, v in layouts[key].items() if k.startswith("step_ms")),
+                  flush=True)
     workdir.cleanup()
-    save(path, origin, runs, previous, args, costs, final=True)
+    save(path, origin, runs, previous, args, costs, final=True, layouts=layouts)
 
 
-def save(path: Path, origin: dict, runs: dict, previous: dict, args, costs: dict | None = None, final: bool = False) -> None:
+def save(path: Path, origin: dict, runs: dict, previous: dict, args, costs: dict | None = None, final: bool = False,
+         layouts: dict | None = None) -> None:
     from hybridmednet.data.sources.medmnist import md5_file
     from hybridmednet.paths import default_data_root
 
     npz = Path(default_data_root()) / "medmnist" / "adrenalmnist3d.npz"
     payload = {"benchmark": "3d", "dataset": "adrenalmnist3d", "image_size": 28, "protocol": __doc__.split("\n\n")[1],
                "targets": TARGETS, "published_best": ANCHOR, "overrides": args.set,
-               "runs": sorted(runs.values(), key=lambda r: (r["model"], r["seed"])), "epoch_cost_64": costs or {},
+               "runs": sorted(runs.values(), key=lambda r: (r["model"], r["seed"])), "epoch_cost_64": costs or previous.get("epoch_cost_64", {}),
+               "layout_28": layouts or previous.get("layout_28", {}),
                **origin, "data_sha256": provenance([npz])["data_sha256"], "data_md5": md5_file(npz)}
     rows = []
     if final:
@@ -137,11 +188,11 @@ def save(path: Path, origin: dict, runs: dict, previous: dict, args, costs: dict
             done = sorted((r for r in runs.values() if r["model"] == key), key=lambda r: r["seed"])
             if not done:
                 continue
-            rows.append(summary_row(key, done, (costs or {}).get(key), payload))
+            rows.append(summary_row(key, done, (costs or {}).get(key), payload, (layouts or {}).get(key)))
     write_results(path.stem, payload, rows)
 
 
-def summary_row(key: str, done: list[dict], cost: dict | None, payload: dict) -> dict:
+def summary_row(key: str, done: list[dict], cost: dict | None, payload: dict, layout: dict | None = None) -> dict:
     """One model's row over its finished seeds; its provenance is the runs' own commit and command
     (runs added by ``--continue`` at another commit are listed in ``provenance_note``)."""
     from _common import row_provenance
@@ -156,6 +207,8 @@ def summary_row(key: str, done: list[dict], cost: dict | None, payload: dict) ->
                 "wall_per_seed_s": float(np.median([r["wall_s"] for r in done]))}
     if cost:
         metrics["epoch_s_64_estimate"] = cost["epoch_s_64_estimate"]
+    if layout:
+        metrics |= {k: v for k, v in layout.items() if k.startswith("step_ms_")}
     interval = seed_mean_interval([r["predictions"] for r in done], class_names)
     commits = sorted({r["git"]["commit"] for r in done})
     stamp = row_provenance(payload | {"git": done[0]["git"], "command": done[0]["command"]})
@@ -163,7 +216,15 @@ def summary_row(key: str, done: list[dict], cost: dict | None, payload: dict) ->
             "variant": done[0]["variant"], "seeds": [r["seed"] for r in done],
             "metrics": metrics, "ci": {f"test_{k}": v for k, v in interval["ci95"].items()},
             "ci_method": interval["ci_method"], "wall_s": round(sum(r["wall_s"] for r in done), 1), "provenance": stamp,
-            **({"provenance_note": f"runs from commits {commits}"} if len(commits) > 1 else {})}
+            **({"provenance_note": note} if (note := _note(commits, cost, layout)) else {})}
+
+
+def _note(commits: list[str], cost: dict | None, layout: dict | None) -> str:
+    """Where a row's parts came from other commits than its first run."""
+    parts = [f"runs from commits {commits}"] if len(commits) > 1 else []
+    if layout and layout["git"]["commit"] not in commits:
+        parts.append(f"step_ms_* measured at commit {layout['git']['commit']}")
+    return "; ".join(parts)
 
 
 if __name__ == "__main__":
