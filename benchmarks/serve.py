@@ -9,6 +9,7 @@ server's peak memory (VmHWM). A soak (``--soak-seconds``) mixes ``--bad-share`` 
 machine's cores, so the figures are a lower bound for a server with its own machine.
 
     python benchmarks/serve.py --run small=/path/run28 --run lite224=/path/run224 --levels 1,8,32
+    python benchmarks/serve.py --run demo-1thread=/path/run28 --serve-arg=--threads --serve-arg=1 --soak-seconds 0
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ def main() -> None:
     parser.add_argument("--soak-seconds", type=float, default=600.0)
     parser.add_argument("--bad-share", type=float, default=0.1)
     parser.add_argument("--results-name", default="serve_loopback")
+    parser.add_argument("--serve-arg", action="append", default=[],
+                        help="passed to every `serve` process, e.g. --serve-arg=--threads --serve-arg=1")
     args = parser.parse_args()
     origin = provenance([])
     runs = dict(item.split("=", 1) for item in args.run)
@@ -114,7 +117,7 @@ def main() -> None:
         for backend in args.backends.split(","):
             if backend == "onnx" and not (Path(run) / "export" / "model.onnx").exists():
                 subprocess.run([sys.executable, "-m", "hybridmednet", "export", run], check=True, capture_output=True)
-            proc, base = start_service(run, "--backend", backend, timeout=180)
+            proc, base = start_service(run, "--backend", backend, *args.serve_arg, timeout=180)
             try:
                 for clients in levels:
                     result = asyncio.run(load(base, clients, args.seconds, valid, bad, 0.0))
@@ -147,7 +150,7 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(timeout=30)
     payload = {"benchmark": "serve", "protocol": __doc__.split("\n\n")[1], "runs": runs, "levels": levels,
-               "seconds": args.seconds, "soak_seconds": args.soak_seconds, "bad_share": args.bad_share,
+               "seconds": args.seconds, "soak_seconds": args.soak_seconds, "bad_share": args.bad_share, "serve_args": args.serve_arg,
                "targets": TARGETS, "measured": measured, **origin}
     write_results(args.results_name, payload, rows)
 
