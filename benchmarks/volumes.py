@@ -77,7 +77,7 @@ def epoch_cost_64(preset: str, overrides: list[str], steps: int = 3) -> dict:
             "method": f"median of {steps} timed steps on random 64^3 inputs x {-(-TRAIN_VOLUMES // batch)} steps/epoch"}
 
 
-def layout_cost(preset: str, overrides: list[str], steps: int = 3) -> dict:
+def layout_cost(preset: str, overrides: list[str], steps: int = 10, rounds: int = 2) -> dict:
     """Median training-step milliseconds at 28^3 (28 px for 2.5D) in fp32 and under bf16 autocast,
     with contiguous and channels-last (``channels_last_3d`` for 5D) weights and inputs: whether
     the layout or precision the GPU recipe uses pays on this CPU (the trainer's ``auto`` turns
@@ -93,27 +93,28 @@ def layout_cost(preset: str, overrides: list[str], steps: int = 3) -> dict:
     batch, dims = cfg.data.batch_size, cfg.data.spatial_dims
     x0 = torch.randn(batch, cfg.data.channels, *(28,) * dims)
     y = torch.randint(0, 2, (batch,))
-    out = {}
-    for precision in ("fp32", "bf16"):
-        for layout in ("contiguous", "channels_last"):
-            torch.manual_seed(0)
-            model = build_model_from_config(cfg, 2).train()
-            x = x0
-            if layout == "channels_last":
-                model, x = to_channels_last(model), x0.contiguous(memory_format=channels_last_format(x0.ndim))
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-            times = []
-            for i in range(steps + 1):  # the first step warms up
-                started = time.perf_counter()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad()
-                if i:
-                    times.append(time.perf_counter() - started)
-            out[f"step_ms_{precision}_{layout}"] = 1000 * float(np.median(times))
-    return out | {"batch": batch, "method": f"median of {steps} timed training steps on random 28^{dims} inputs"}
+    times: dict[str, list[float]] = {}
+    for _ in range(rounds):  # the four settings interleaved, so drift in machine load hits all of them
+        for precision in ("fp32", "bf16"):
+            for layout in ("contiguous", "channels_last"):
+                torch.manual_seed(0)
+                model = build_model_from_config(cfg, 2).train()
+                x = x0
+                if layout == "channels_last":
+                    model, x = to_channels_last(model), x0.contiguous(memory_format=channels_last_format(x0.ndim))
+                optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+                for i in range(steps + 2):  # two warm-up steps (allocations, kernel choice)
+                    started = time.perf_counter()
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                        loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+                    loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad()
+                    if i >= 2:
+                        times.setdefault(f"step_ms_{precision}_{layout}", []).append(time.perf_counter() - started)
+    return {k: 1000 * float(np.median(v)) for k, v in times.items()} | {
+        "batch": batch, "method": f"median of {rounds} x {steps} timed training steps (settings interleaved) on random "
+                                  f"28^{dims} inputs"}
 
 
 def main() -> None:
