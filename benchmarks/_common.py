@@ -68,6 +68,16 @@ def row_provenance(payload: dict, precision: dict | None = None) -> dict:
             "threads": machine_info.get("torch_threads")}
 
 
+def runs_provenance(payload: dict, runs: list[dict], extra_note: str = "") -> dict:
+    """``provenance`` (and ``provenance_note`` when needed) of a row made of several runs, each
+    recording its own ``git`` and ``command``: the first run's stamp, plus the commits when the
+    runs came from more than one (a benchmark continued at a later commit)."""
+    commits = sorted({r["git"]["commit"] for r in runs})
+    note = "; ".join(([f"runs from commits {commits}"] if len(commits) > 1 else []) + ([extra_note] if extra_note else []))
+    return {"provenance": row_provenance(payload | {"git": runs[0]["git"], "command": runs[0]["command"]}),
+            **({"provenance_note": note} if note else {})}
+
+
 def write_results(name: str, payload: dict, rows: list[dict], *, precision: dict | None = None) -> Path:
     """Write ``results/<name>.json`` and upsert ``rows`` into the summary index, each new row
     stamped with this run's provenance unless it brings its own."""

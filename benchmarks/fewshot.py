@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, provenance, row_provenance, train_and_evaluate, write_results
+from _common import RESULTS, provenance, runs_provenance, train_and_evaluate, write_results
 
 from hybridmednet.config.loader import load_config
 from hybridmednet.engine.fewshot import fewshot_evaluate
@@ -105,7 +105,7 @@ def summary_rows(runs, payload: dict) -> list[dict]:
                              "ci": {"test_acc": r["acc_ci95"]},
                              "ci_method": f"mean over {r['episodes']} episodes +- 1.96 sd / sqrt(episodes)",
                              "wall_s": run["wall_s"],
-                             "provenance": row_provenance(payload | {"git": run["git"], "command": run["command"]})})
+                             **runs_provenance(payload, [run])})
     return rows
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import io
 import json
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, keep_predictions, provenance, row_provenance, train_and_evaluate, write_results
+from _common import RESULTS, keep_predictions, provenance, runs_provenance, train_and_evaluate, write_results
 
 from hybridmednet.engine.evaluate import current_predictions, evaluate_run, read_groups, read_predictions
 from hybridmednet.engine.run_dir import RunDir
@@ -99,18 +98,17 @@ def longtail_metrics(probs: np.ndarray, targets: np.ndarray) -> dict[str, float]
 
 
 def write_adjusted(source: Path, probs: np.ndarray, stem: str) -> str:
-    """A kept predictions file like ``source`` (ids, targets, groups) with new probabilities."""
-    with gzip.open(source, "rt", newline="") as handle:
+    """A kept predictions file like the run's ``source`` CSV (ids, targets, groups) with new
+    probabilities and predicted labels."""
+    with open(source, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    for row, p in zip(rows, probs):
-        row |= {f"prob_{c}": f"{v:.6f}" for c, v in zip(CLASSES, p)} | {"predicted": CLASSES[int(p.argmax())]}
-        writer.writerow(row)
     dst = RESULTS / "predictions" / f"{stem}.csv.gz"
     with gzip.open(dst, "wt", newline="") as handle:
-        handle.write(buffer.getvalue())
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row, p in zip(rows, probs):
+            writer.writerow(row | {f"prob_{c}": f"{v:.6f}" for c, v in zip(CLASSES, p)}
+                            | {"predicted": CLASSES[int(p.argmax())]})
     return str(dst.relative_to(ROOT))
 
 
@@ -125,11 +123,10 @@ def run_method(name: str, seed: int, stem: str, preset: Path, extra: list[str], 
         prior = class_prior(counts)
         _, val_probs, val_targets = read_predictions(current_predictions(RunDir(ce_run), "val"), CLASSES, False)
         tau, val_scores = choose_tau(val_probs, val_targets, prior)
-        source = ROOT / keep_predictions(ce_run, stem + "_unadjusted")
+        source = current_predictions(RunDir(ce_run), "test")  # the CE row's own test predictions
         _, test_probs, test_targets = read_predictions(source, CLASSES, False)
         adjusted = adjust(test_probs, prior, tau)
         kept = write_adjusted(source, adjusted, stem)
-        source.unlink()
         metrics = {f"test_{k}": v for k, v in longtail_metrics(adjusted, test_targets).items()}
         return {"metrics": metrics, "tau": tau, "val_balanced_acc_by_tau": val_scores, "predictions": kept,
                 "wall_s": round(time.perf_counter() - started, 1)}
@@ -186,12 +183,10 @@ def method_row(name: str, runs: list[dict], paired: list[dict], dataset: str, pa
         metrics |= {f"diff_test_{k}": v["diff"] for k, v in diff["metrics"].items()}
         ci |= {f"diff_test_{k}": v["ci95"] for k, v in diff["metrics"].items()}
         method += f"; diff_*: paired difference to {baseline} over the same seeds and resamples"
-    commits = sorted({r["git"]["commit"] for r in runs})
     return {"benchmark": "longtail", "dataset": dataset, "image_size": 28, "model": model,
             "variant": f"{name}: {description}", "seeds": [r["seed"] for r in runs], "metrics": metrics, "ci": ci,
             "ci_method": method, "wall_s": round(sum(r["wall_s"] for r in runs), 1),
-            "provenance": row_provenance(payload | {"git": runs[0]["git"], "command": runs[0]["command"]}),
-            **({"provenance_note": f"runs from commits {commits}"} if len(commits) > 1 else {})}
+            **runs_provenance(payload, runs)}
 
 
 def main() -> None:

@@ -80,21 +80,19 @@ def summary_rows(variants: dict, dataset: str, cfg, payload: dict) -> list[dict]
     """One index row per variant whose runs carry their own commit and command (metadata-only has
     no image backbone). Variants not yet re-run since runs kept them give no row: their index rows
     keep the provenance recovered for them, never this run's."""
-    from _common import row_provenance
+    from _common import runs_provenance
 
     rows = []
     for n, e in variants.items():
         if not e["runs"] or not all("git" in r for r in e["runs"]):
             continue
-        commits = sorted({r["git"]["commit"] for r in e["runs"]})
         rows.append({"benchmark": "multimodal", "dataset": dataset, "image_size": cfg.data.image_size,
                      "model": "none (metadata MLP)" if n == "metadata_only" else cfg.model.name,
                      "variant": n, "seeds": [r["seed"] for r in e["runs"]],
                      "metrics": e["metrics"] | ({f"no_text_{k}": v for k, v in e["without_clinical"].items()
                                                  if not k.endswith("_std")} if "without_clinical" in e else {}),
                      **_interval(e), "wall_s": round(sum(r["wall_s"] for r in e["runs"]), 1),
-                     "provenance": row_provenance(payload | {"git": e["runs"][0]["git"], "command": e["runs"][0]["command"]}),
-                     **({"provenance_note": f"runs from commits {commits}"} if len(commits) > 1 else {})})
+                     **runs_provenance(payload, e["runs"])})
     return rows
 
 

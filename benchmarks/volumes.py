@@ -49,6 +49,26 @@ MODELS = {
 }
 
 
+def step_seconds(model, x, y, steps: int, warmup: int = 1, bf16: bool = False) -> list[float]:
+    """Seconds of each of ``steps`` AdamW training steps after ``warmup`` untimed ones
+    (allocations, kernel choice), optionally under bf16 autocast."""
+    import torch
+
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    times = []
+    for i in range(warmup + steps):
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if i >= warmup:
+            times.append(time.perf_counter() - started)
+    return times
+
+
 def epoch_cost_64(preset: str, overrides: list[str], steps: int = 3) -> dict:
     """Seconds per training epoch at 64^3 (64 px for 2.5D), from ``steps`` timed optimizer steps."""
     import torch
@@ -58,21 +78,9 @@ def epoch_cost_64(preset: str, overrides: list[str], steps: int = 3) -> dict:
 
     cfg = load_config(ROOT / "configs" / f"{preset}.yaml", [o for o in overrides if "init_checkpoint" not in o]
                       + ["data.image_size=64"])
-    model = build_model_from_config(cfg, 2).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     batch = cfg.data.batch_size
     x = torch.randn(batch, cfg.data.channels, *(64,) * cfg.data.spatial_dims)
-    y = torch.randint(0, 2, (batch,))
-    times = []
-    for i in range(steps + 1):  # the first step warms up (allocations, kernel choice)
-        started = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        if i:
-            times.append(time.perf_counter() - started)
-    per_step = float(np.median(times))
+    per_step = float(np.median(step_seconds(build_model_from_config(cfg, 2), x, torch.randint(0, 2, (batch,)), steps)))
     return {"epoch_s_64_estimate": per_step * -(-TRAIN_VOLUMES // batch), "step_s_64": per_step, "batch": batch,
             "method": f"median of {steps} timed steps on random 64^3 inputs x {-(-TRAIN_VOLUMES // batch)} steps/epoch"}
 
@@ -98,20 +106,11 @@ def layout_cost(preset: str, overrides: list[str], steps: int = 10, rounds: int 
         for precision in ("fp32", "bf16"):
             for layout in ("contiguous", "channels_last"):
                 torch.manual_seed(0)
-                model = build_model_from_config(cfg, 2).train()
-                x = x0
+                model, x = build_model_from_config(cfg, 2), x0
                 if layout == "channels_last":
                     model, x = to_channels_last(model), x0.contiguous(memory_format=channels_last_format(x0.ndim))
-                optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-                for i in range(steps + 2):  # two warm-up steps (allocations, kernel choice)
-                    started = time.perf_counter()
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                        loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-                    loss.backward()
-                    optimizer.step()
-                    optimizer.zero_grad()
-                    if i >= 2:
-                        times.setdefault(f"step_ms_{precision}_{layout}", []).append(time.perf_counter() - started)
+                times.setdefault(f"step_ms_{precision}_{layout}", []).extend(
+                    step_seconds(model, x, y, steps, warmup=2, bf16=precision == "bf16"))
     return {k: 1000 * float(np.median(v)) for k, v in times.items()} | {
         "batch": batch, "method": f"median of {rounds} x {steps} timed training steps (settings interleaved) on random "
                                   f"28^{dims} inputs"}
@@ -196,7 +195,7 @@ def save(path: Path, origin: dict, runs: dict, previous: dict, args, costs: dict
 def summary_row(key: str, done: list[dict], cost: dict | None, payload: dict, layout: dict | None = None) -> dict:
     """One model's row over its finished seeds; its provenance is the runs' own commit and command
     (runs added by ``--continue`` at another commit are listed in ``provenance_note``)."""
-    from _common import row_provenance
+    from _common import runs_provenance
 
     class_names = ["normal", "hyperplasia"]
     keys = ["test_acc", "test_auc", "test_balanced_acc", "test_macro_f1", "val_auc"]
@@ -211,21 +210,13 @@ def summary_row(key: str, done: list[dict], cost: dict | None, payload: dict, la
     if layout:
         metrics |= {k: v for k, v in layout.items() if k.startswith("step_ms_")}
     interval = seed_mean_interval([r["predictions"] for r in done], class_names)
-    commits = sorted({r["git"]["commit"] for r in done})
-    stamp = row_provenance(payload | {"git": done[0]["git"], "command": done[0]["command"]})
+    measured_apart = layout and layout["git"]["commit"] not in {r["git"]["commit"] for r in done}
     return {"benchmark": "3d", "dataset": "adrenalmnist3d", "image_size": 28, "model": MODELS[key][0],
             "variant": done[0]["variant"], "seeds": [r["seed"] for r in done],
             "metrics": metrics, "ci": {f"test_{k}": v for k, v in interval["ci95"].items()},
-            "ci_method": interval["ci_method"], "wall_s": round(sum(r["wall_s"] for r in done), 1), "provenance": stamp,
-            **({"provenance_note": note} if (note := _note(commits, cost, layout)) else {})}
-
-
-def _note(commits: list[str], cost: dict | None, layout: dict | None) -> str:
-    """Where a row's parts came from other commits than its first run."""
-    parts = [f"runs from commits {commits}"] if len(commits) > 1 else []
-    if layout and layout["git"]["commit"] not in commits:
-        parts.append(f"step_ms_* measured at commit {layout['git']['commit']}")
-    return "; ".join(parts)
+            "ci_method": interval["ci_method"], "wall_s": round(sum(r["wall_s"] for r in done), 1),
+            **runs_provenance(payload, done, f"step_ms_* measured at commit {layout['git']['commit']}"
+                              if measured_apart else "")}
 
 
 if __name__ == "__main__":
