@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from hybridmednet.metrics.conformal import ConformalSets, nonconformity, set_coverage
+from hybridmednet.metrics.conformal import ConformalSets, nonconformity, resplit_coverage, set_coverage
 
 
 def _cases(n: int, rng: np.random.Generator, classes: int = 4, noise: float = 1.5):
@@ -72,3 +72,32 @@ def test_scores_by_hand():
     np.testing.assert_allclose(nonconformity(p, "raps", k_reg=1, lam=0.5), [[0.6, 1.4, 2.0]])
     with pytest.raises(ValueError, match="choose one of lac, aps, raps"):
         nonconformity(p, "thr")
+
+
+@pytest.mark.parametrize("method", ["lac", "aps", "raps"])
+@pytest.mark.parametrize("mondrian", [False, True])
+def test_covers_agrees_with_the_sets(method, mondrian):
+    rng = np.random.default_rng(4)
+    probs, targets = _cases(400, rng)
+    targets[:300][targets[:300] == 3] = 2  # class 3 absent from calibration: never excluded under Mondrian
+    fitted = ConformalSets(0.1, method, mondrian=mondrian).fit(probs[:300], targets[:300])
+    true_scores = nonconformity(probs[300:], method)[np.arange(100), targets[300:]]
+    sets = fitted.predict(probs[300:])
+    np.testing.assert_array_equal(fitted.covers(true_scores, targets[300:]), sets[np.arange(100), targets[300:]])
+
+
+def test_resplit_coverage_tells_a_shift_from_chance():
+    rng = np.random.default_rng(5)
+    val_probs, val_targets = _cases(500, rng)
+    test_probs, test_targets = _cases(1000, rng)
+    chance = resplit_coverage(val_probs, val_targets, test_probs, test_targets, 0.1, "aps", n_resplits=60)
+    observed = set_coverage(ConformalSets(0.1, "aps").fit(val_probs, val_targets).predict(test_probs), test_targets)
+    assert chance["range95"][0] <= observed["coverage"] <= chance["range95"][1]  # exchangeable: inside the range
+    assert abs(chance["mean"] - 0.9) < 0.02 and chance["n_resplits"] == 60
+
+    easy_probs, easy_targets = _cases(500, rng, noise=0.3)  # val easier than test: the sets are too small
+    shifted = set_coverage(ConformalSets(0.1, "aps").fit(easy_probs, easy_targets).predict(test_probs), test_targets)
+    chance = resplit_coverage(easy_probs, easy_targets, test_probs, test_targets, 0.1, "aps", n_resplits=60)
+    assert shifted["coverage"] < chance["range95"][0]
+    again = resplit_coverage(easy_probs, easy_targets, test_probs, test_targets, 0.1, "aps", n_resplits=60)
+    assert again == chance  # seeded

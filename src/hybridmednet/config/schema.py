@@ -390,6 +390,8 @@ class ConformalConfig(StrictModel):
     alpha: float = Field(0.1, gt=0, lt=1, description="target error rate: sets hold the true class with prob >= 1 - alpha")
     method: Literal["lac", "aps", "raps"] = "aps"
     mondrian: bool = Field(False, description="class-conditional calibration: coverage per class, larger sets")
+    resplits: int = Field(100, ge=0, description="random val+test re-splits for the report's chance range of "
+                          "coverage (0: skip); tells a val/test difference from calibration-set chance")
 
 
 class EvalConfig(StrictModel):

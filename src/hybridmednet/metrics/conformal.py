@@ -74,17 +74,50 @@ class ConformalSets:
         scores = self._scores(probs)
         if not self.mondrian:
             return self._classifier.predict_p(scores, smoothing=False)
-        columns = []
-        for c in range(scores.shape[1]):  # each candidate label against its own class's calibration scores
-            if not np.any(self.calibration_targets == c):
-                columns.append(np.ones(len(scores)))  # no val case of this class: it cannot be excluded
-                continue
-            columns.append(self._classifier.predict_p(scores[:, [c]], bins=np.full(len(scores), c), smoothing=False)[:, 0])
-        return np.stack(columns, axis=1)
+        # each candidate label against its own class's calibration scores
+        return np.stack([self._label_p_values(scores[:, c], np.full(len(scores), c)) for c in range(scores.shape[1])], axis=1)
+
+    def _label_p_values(self, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """p-value of one candidate label per case (``scores[i]`` is label ``labels[i]``'s score)."""
+        if not self.mondrian:
+            return self._classifier.predict_p(scores[:, None], smoothing=False)[:, 0]
+        out = np.ones(len(scores))  # a class without val cases cannot be excluded
+        for c in np.intersect1d(np.unique(labels), self.calibration_targets):
+            rows = labels == c
+            out[rows] = self._classifier.predict_p(scores[rows, None], bins=np.full(rows.sum(), c), smoothing=False)[:, 0]
+        return out
 
     def predict(self, probs: np.ndarray) -> np.ndarray:
         """Boolean (N, C): label c is in case i's set when its p-value exceeds alpha."""
         return self.p_values(probs) > self.alpha
+
+    def covers(self, scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Boolean (N,): whether each case's set holds its true class, from the true-class scores
+        alone (what :meth:`predict` decides for that one label, at a seventh of the cost)."""
+        return self._label_p_values(np.asarray(scores, dtype=np.float64), np.asarray(targets, dtype=np.int64)) > self.alpha
+
+
+def resplit_coverage(val_probs, val_targets, test_probs, test_targets, alpha: float, method: str, *,
+                     mondrian: bool = False, n_resplits: int = 100, seed: int = 0) -> dict:
+    """Coverage the same method reaches when val and test are pooled and split again at random
+    (same sizes), ``n_resplits`` times: the spread an exchangeable calibration set gives.
+
+    Why: a test coverage below 1 - alpha is either chance (a finite calibration set) or a
+    difference between val and test (the checkpoint and temperature were chosen on val; a shift).
+    Test coverage inside this range is chance; below it, val and test differ. A diagnostic only:
+    nothing is chosen from it.
+    """
+    probs = np.concatenate([np.asarray(val_probs, dtype=np.float64), np.asarray(test_probs, dtype=np.float64)])
+    targets = np.concatenate([np.asarray(val_targets), np.asarray(test_targets)]).astype(np.int64)
+    true_scores = nonconformity(probs, method)[np.arange(len(targets)), targets]
+    n_cal, rng, coverage = len(val_targets), np.random.default_rng(seed), []
+    for _ in range(n_resplits):
+        order = rng.permutation(len(targets))
+        cal, held = order[:n_cal], order[n_cal:]
+        fitted = ConformalSets(alpha, method, mondrian=mondrian).fit_scores(true_scores[cal], targets[cal])
+        coverage.append(float(fitted.covers(true_scores[held], targets[held]).mean()))
+    return {"mean": float(np.mean(coverage)), "range95": [float(np.percentile(coverage, 2.5)), float(np.percentile(coverage, 97.5))],
+            "n_resplits": n_resplits, "seed": seed}
 
 
 def set_coverage(sets: np.ndarray, targets: np.ndarray, class_names: list[str] | None = None) -> dict:

@@ -65,14 +65,17 @@ def conformal_analysis(cfg, val_cal, val_targets, test_cal, test_targets, names:
     configured method, plus every method with and without Mondrian calibration for comparison."""
     if multilabel:
         return None
-    from hybridmednet.metrics.conformal import METHODS, ConformalSets, set_coverage
+    from hybridmednet.metrics.conformal import METHODS, ConformalSets, resplit_coverage, set_coverage
 
     c = cfg.eval.conformal
     table, chosen = {}, None
     for method in METHODS:
         for mondrian in (False, True):
             fitted = ConformalSets(c.alpha, method, mondrian=mondrian).fit(val_cal, val_targets)
-            table[f"{method}{' (Mondrian)' if mondrian else ''}"] = set_coverage(fitted.predict(test_cal), test_targets, names)
+            row = table[f"{method}{' (Mondrian)' if mondrian else ''}"] = set_coverage(fitted.predict(test_cal), test_targets, names)
+            if c.resplits:
+                row["resplit_coverage"] = resplit_coverage(val_cal, val_targets, test_cal, test_targets, c.alpha, method,
+                                                           mondrian=mondrian, n_resplits=c.resplits, seed=cfg.seed)
             if (method, mondrian) == (c.method, c.mondrian):
                 chosen = fitted
     return {"alpha": c.alpha, "method": c.method, "mondrian": c.mondrian, "n_calibration": chosen.n_calibration,

@@ -171,16 +171,24 @@ def _conformal(a: dict) -> str:
     rows = []
     for name, r in c["all_methods"].items():
         worst = min(r["per_class"].items(), key=lambda kv: kv[1])
-        rows.append([escape(name), f"{r['coverage']:.3f}", f"{r['mean_set_size']:.2f}",
-                     f"{escape(worst[0])} {worst[1]:.3f}", str(r["empty_sets"])])
+        chance = r.get("resplit_coverage")
+        rows.append([escape(name), f"{r['coverage']:.3f}",
+                     f"{chance['range95'][0]:.3f} to {chance['range95'][1]:.3f}" if chance else "not computed",
+                     f"{r['mean_set_size']:.2f}", f"{escape(worst[0])} {worst[1]:.3f}", str(r["empty_sets"])])
     chosen = c["test"]
+    n_resplits = next((r["resplit_coverage"]["n_resplits"] for r in c["all_methods"].values() if "resplit_coverage" in r), 0)
     return (f"<p>Prediction sets at alpha = {c['alpha']}: each set should hold the true class for at least "
             f"{1 - c['alpha']:.0%} of cases. Calibrated on {escape(c['calibrated_on'])} ({c['n_calibration']} cases, "
             f"{escape(c['library'])}). The configured method, <b>{escape(c['method'])}"
             f"{' (Mondrian)' if c['mondrian'] else ''}</b>, covers <b>{chosen['coverage']:.1%}</b> of test cases with "
             f"{chosen['mean_set_size']:.2f} classes per set on average. Per-class coverage below {1 - c['alpha']:.0%} "
-            "means the guarantee is marginal only: use Mondrian sets for a per-class guarantee.</p>"
-            + _table(["method", "test coverage", "mean set size", "lowest class coverage", "empty sets"], rows)
+            "means the guarantee is marginal only: use Mondrian sets for a per-class guarantee."
+            + (f" The chance range is the 95% range of coverage over {n_resplits} random re-splits of val and test pooled "
+               "(same sizes): a test coverage below it means val and test differ (the checkpoint and temperature were "
+               "chosen on val, or the data shifted), not bad luck with a finite calibration set. A diagnostic only: "
+               "nothing is chosen from it." if n_resplits else "") + "</p>"
+            + _table(["method", "test coverage", "chance range (exchangeable)", "mean set size", "lowest class coverage",
+                      "empty sets"], rows)
             + _table(["class", "coverage (configured method)"],
                      [[escape(k), f"{v:.3f}"] for k, v in chosen["per_class"].items()]))
 
