@@ -4,8 +4,10 @@ Rows ``benchmark: "tune"`` / ``"sweep"`` / ``"select"``; every stage keeps its w
 database, trial runs) under ``--workdir`` so the same command continues an interrupted stage.
 
 - ``study --dataset D``: ``hybridmednet tune`` on the MedMNIST-28 preset ``D`` over
-  ``benchmarks/spaces/medmnist28.yaml`` (TPE, median pruning on the per-epoch val AUC, each trial
-  at most ``--epochs`` epochs), for ``--trials`` trials or ``--timeout`` seconds of search. The
+  ``benchmarks/spaces/medmnist28.yaml`` (TPE; median pruning on the per-epoch val AUC once a trial
+  has trained ``--prune-warmup`` epochs; each trial the preset's epoch budget unless ``--epochs``),
+  for ``--trials`` trials or ``--timeout`` seconds of search. Each setting keeps its own study folder
+  and results file (``tune_<dataset>28_<setting>.json``). The
   best trial (on val) is tested once by the study; then its parameters are trained again with
   seeds 0, 1, 2 and tested once each: the row gives the seed mean, std and the seed-mean interval
   against the targets of the issue (test is read only after the search).
@@ -16,7 +18,7 @@ database, trial runs) under ``--workdir`` so the same command continues an inter
 - ``select``: ``hybridmednet select`` over five registry models on DermaMNIST-28 (10 epochs each)
   with a batch-1 ONNX latency limit; rows per candidate with its verdict.
 
-    python benchmarks/tune.py study --dataset breastmnist --timeout 2700 --trials 60
+    python benchmarks/tune.py study --dataset breastmnist --timeout 2700 --trials 60 --prune-warmup 5
     python benchmarks/tune.py sweep
     python benchmarks/tune.py select --constraints "latency_ms_p95<=1.5"
 """
@@ -49,10 +51,13 @@ def study(args) -> None:
     from hybridmednet.tune.space import override
     from hybridmednet.tune.study import Study
 
-    out = Path(args.workdir) / f"study_{args.dataset}"
-    base = [f"train.epochs={args.epochs}", "train.early_stopping_patience=5"]
+    # each setting its own study and results file: a study resumed with other settings would mix them
+    label = f"e{args.epochs or 'preset'}_{args.pruner}_w{args.prune_warmup}s{args.prune_startup}"
+    out = Path(args.workdir) / f"study_{args.dataset}_{label}"
+    base = [f"train.epochs={args.epochs}", "train.early_stopping_patience=5"] if args.epochs else []
     started = time.perf_counter()
-    s = Study(args.dataset, str(SPACE), out, base_overrides=base, seed=0)
+    s = Study(args.dataset, str(SPACE), out, base_overrides=base, seed=0, pruner=args.pruner,
+              prune_warmup=args.prune_warmup, prune_startup=args.prune_startup)
     s.optimize(args.trials, timeout=args.timeout)
     record = s.finish()
     search_s = time.perf_counter() - started
@@ -76,12 +81,14 @@ def study(args) -> None:
                 "trials_pruned": record["n_trials"]["pruned"], "search_s": round(search_s, 1)}
     row = {"benchmark": "tune", "dataset": LABELS[args.dataset], "image_size": 28,
            "model": record["params"].get("model.name", "small_cnn"),
-           "variant": f"best of the study on val, retrained 3 seeds ({args.epochs} epochs max)", "seeds": [0, 1, 2],
+           "variant": f"best of the study on val, retrained 3 seeds ({args.epochs or 'preset'} epochs max, {args.pruner} "
+                      f"pruner after {args.prune_warmup} epochs and {args.prune_startup} trials)", "seeds": [0, 1, 2],
            "metrics": metrics, "ci": {f"test_{k}": v for k, v in interval["ci95"].items()},
            "ci_method": interval["ci_method"], "wall_s": round(sum(r["wall_s"] for r in runs), 1)}
     payload = {"benchmark": "tune", "dataset": args.dataset, "space": SPACE.read_text(), "base_overrides": base,
+               "pruner": {"name": args.pruner, "warmup_epochs": args.prune_warmup, "startup_trials": args.prune_startup},
                "targets": TARGETS[args.dataset], "study": record, "retrained": runs, "search_s": search_s, **origin}
-    write_results(f"tune_{args.dataset}28", payload, [row])
+    write_results(f"tune_{args.dataset}28_{label}", payload, [row])
 
 
 def sweep(args) -> None:
@@ -143,7 +150,11 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(TARGETS))
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds of search (this invocation)")
-    parser.add_argument("--epochs", type=int, default=15, help="per trial (early stopping after 5 flat epochs)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="per trial, with early stopping after 5 flat epochs (default: the preset's own budget)")
+    parser.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    parser.add_argument("--prune-warmup", type=int, default=5, help="epochs every trial trains before it can be pruned")
+    parser.add_argument("--prune-startup", type=int, default=5, help="trials run unpruned before the median acts")
     parser.add_argument("--constraints", default="latency_ms_p95<=1.5")
     parser.add_argument("--workdir", default=str(ROOT / "runs" / "bench_tune"))
     args = parser.parse_args()

@@ -13,7 +13,7 @@ optuna = pytest.importorskip("optuna")
 from hybridmednet.cli.main import main  # noqa: E402
 from hybridmednet.errors import ConfigError  # noqa: E402
 from hybridmednet.tune.space import read_space, suggest  # noqa: E402
-from hybridmednet.tune.study import Study  # noqa: E402
+from hybridmednet.tune.study import Study, _pruner  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
 SPACE = {"train.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
@@ -130,3 +130,22 @@ def test_study_report_page_opens_in_a_browser(files, tmp_path):
         assert all(tab.evaluate("(img) => img.naturalWidth", img) > 0 for img in tab.query_selector_all("img"))
         browser.close()
     assert errors == []
+
+
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_the_median_pruner_waits_for_the_warmup_epochs(warmup):
+    study = optuna.create_study(direction="maximize", pruner=_pruner("median", warmup=warmup, startup=1))
+    good = study.ask()
+    for epoch in range(1, 8):
+        good.report(0.9, epoch)
+    study.tell(good, 0.9)
+    bad = study.ask()
+    pruned_at = None
+    for epoch in range(1, 8):  # epochs are reported from 1, as the trainer does
+        bad.report(0.1, epoch)
+        if bad.should_prune():
+            pruned_at = epoch
+            break
+    assert pruned_at == warmup + 1  # every trial trains its warm-up epochs in full
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        _pruner("median", warmup=-1)

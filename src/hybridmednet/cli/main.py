@@ -129,7 +129,8 @@ def cmd_tune(args) -> int:
 
     out = args.out or str(Path("runs") / f"tune_{Path(args.config).stem}")
     study = Study(args.config, args.space, out, objectives=tuple(args.objectives.split(",")), storage=args.storage,
-                  study_name=args.study, pruner=args.pruner, seed=args.seed, base_overrides=args.set or [],
+                  study_name=args.study, pruner=args.pruner, prune_warmup=args.prune_warmup,
+                  prune_startup=args.prune_startup, seed=args.seed, base_overrides=args.set or [],
                   device=args.device)
     worker = os.environ.get("HYBRIDMEDNET_TUNE_WORKER") == "1"
     others = [] if worker or args.workers <= 1 else run_workers(sys.argv[1:], args.workers)
@@ -407,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="processes sharing the study on this machine")
     p.add_argument("--objectives", default="val", help="val, or val,params / val,latency (a Pareto front)")
     p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    p.add_argument("--prune-warmup", type=int, default=5, help="epochs every trial trains before it can be pruned")
+    p.add_argument("--prune-startup", type=int, default=5, help="trials run unpruned before the median pruner acts")
     p.add_argument("--out", default=None, help="study folder (default runs/tune_<config>)")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed overrides of the base config")

@@ -5,8 +5,9 @@
   ``("val", "latency")`` the study is multi-objective (maximise val, minimise the parameter count
   or the batch-1 ONNX latency, measured after export) and yields a Pareto front.
 - **Pruning** (single-objective only, as in Optuna): each epoch's val score is reported; the
-  median pruner (default) or Hyperband stops trials that fall behind. A pruned run keeps its
-  last checkpoint like any interrupted run.
+  median pruner (default) or Hyperband stops trials that fall behind, once a trial has trained
+  ``prune_warmup`` epochs (and, for the median, ``prune_startup`` trials have run unpruned). A
+  pruned run keeps its last checkpoint like any interrupted run.
 - **Resumable and parallel**: the study lives in ``--storage`` (default sqlite ``<out>/study.db``);
   ``--trials N`` is the study's total (finished + pruned), so the same command continues where it
   stopped, and ``--workers K`` processes (or the same command on several machines against one
@@ -32,13 +33,19 @@ OBJECTIVES = ("val", "params", "latency")
 PRUNERS = ("median", "hyperband", "none")
 
 
-def _pruner(name: str):
+def _pruner(name: str, warmup: int = 5, startup: int = 5):
+    """``warmup``: epochs every trial trains before it can be stopped (one epoch's val score on a
+    small val split is mostly noise: a BreastMNIST study with 1 warm-up epoch pruned 48 of 51
+    trials and its best finished trial lost to the untuned default); ``startup``: trials that run
+    unpruned before the median exists (median pruner)."""
     import optuna
 
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if warmup < 0 or startup < 0:
+        raise ConfigError(f"--prune-warmup {warmup} / --prune-startup {startup}: must be >= 0")
+    if name == "median":  # epochs are reported from 1: steps < warmup + 1 are never pruned
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup + 1)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner()
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup))
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ConfigError(f"--pruner {name!r}: choose from {', '.join(PRUNERS)}")
@@ -53,8 +60,8 @@ def _latency_ms(run_dir: Path) -> float:
 
 class Study:
     def __init__(self, config: str, space_path: str, out: str | Path, *, objectives=("val",), storage: str | None = None,
-                 study_name: str | None = None, pruner: str = "median", seed: int = 0, base_overrides=(),
-                 device: str | None = None):
+                 study_name: str | None = None, pruner: str = "median", prune_warmup: int = 5, prune_startup: int = 5,
+                 seed: int = 0, base_overrides=(), device: str | None = None):
         import optuna
 
         from hybridmednet.config.loader import load_config
@@ -77,7 +84,7 @@ class Study:
         directions = ["maximize"] + ["minimize"] * (len(self.objectives) - 1)
         self.study = optuna.create_study(study_name=self.name, storage=self.storage, load_if_exists=True,
                                          directions=directions, sampler=optuna.samplers.TPESampler(seed=seed),
-                                         pruner=_pruner(pruner) if len(directions) == 1 else optuna.pruners.NopPruner())
+                                         pruner=_pruner(pruner, prune_warmup, prune_startup) if len(directions) == 1 else optuna.pruners.NopPruner())
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     # ------------------------------------------------------------------ one trial
