@@ -1,6 +1,7 @@
-"""`hybridmednet serve` as a user starts it: a real uvicorn process on loopback."""
+"""`hybridmednet serve` as a user starts it: a real uvicorn process on loopback, its request log on stderr."""
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -31,3 +32,7 @@ def test_serve_process_answers_and_stops(trained_run):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+    proc.log.seek(0)  # the request log: one JSON line per request on stderr
+    lines = [json.loads(line) for line in proc.log.read().decode().splitlines() if line.startswith("{")]
+    assert any(r["route"] == "/v1/predict" and r["status"] == 200 and r["ms"] > 0 for r in lines)
+    assert not any(r["route"] == "/metrics" for r in lines)

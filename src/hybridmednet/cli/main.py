@@ -92,7 +92,7 @@ def cmd_serve(args) -> int:
 
     settings = Settings(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, max_batch=args.max_batch,
                         max_latency_ms=args.max_latency_ms, max_queue=args.max_queue, timeout_s=args.timeout_s,
-                        api_key=args.api_key, log_inputs=args.log_inputs)
+                        api_key=args.api_key, log_inputs=args.log_inputs, request_log=not args.no_request_log)
     if args.workers > 1:  # each worker process loads the models itself: the factory reads this environment
         os.environ["HYBRIDMEDNET_SERVE"] = json.dumps({"runs": args.run, "backend": args.backend, "device": args.device,
                                                        "threads": args.threads, "settings": settings.__dict__})
@@ -454,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-inputs", default=None, metavar="DIR",
                    help="keep every answered upload (named by sha256) and its answer in DIR; off by default")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads per worker (onnxruntime or torch)")
+    p.add_argument("--no-request-log", action="store_true", help="no JSON line per request on stderr")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_serve)
 

@@ -47,6 +47,19 @@ class Settings:
     timeout_s: float = 10.0
     api_key: str | None = None
     log_inputs: str | None = None  # a folder: every answered upload and its answer are kept there
+    request_log: bool = True  # one JSON line per request on stderr
+
+
+def _log_requests_to_stderr() -> None:
+    """The request log's own handler (bare JSON lines on stderr), attached once; uvicorn's own
+    logging stays at warning."""
+    if not any(getattr(h, "_hybridmednet", False) for h in log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._hybridmednet = True
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def _clinical_extras(backend: Backend, fields: dict) -> dict | None:
@@ -112,6 +125,46 @@ async def _read_cases(request: Request, settings: Settings) -> tuple[list[tuple[
     raise UploadError(415, f"content type {kind or 'none'!r}: send multipart/form-data (field 'file') or application/json")
 
 
+class _Observe:
+    """Pure ASGI middleware for every request: the API key, in-flight gauge, request counts by route
+    and status, the latency histogram and the JSON log line. (Starlette's ``@app.middleware``
+    streams every response through an extra task; this costs nothing per request but the bookkeeping.)"""
+
+    def __init__(self, app, *, settings: Settings, telemetry: Telemetry):
+        self.app, self.settings, self.telemetry = app, settings, telemetry
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        route, started, telemetry = scope["path"], time.perf_counter(), self.telemetry
+        key = self.settings.api_key
+        if key and route not in OPEN_PATHS and not route.startswith("/docs") and route != "/openapi.json":
+            if dict(scope["headers"]).get(b"authorization", b"").decode("latin-1") != f"Bearer {key}":
+                telemetry.requests.labels(route, "401").inc()
+                response = JSONResponse({"error": "missing or wrong API key (Authorization: Bearer <key>)"}, 401)
+                return await response(scope, receive, send)
+        status = {"code": 500}  # an exception before the response started: Starlette answers 500
+
+        async def send_and_note(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        telemetry.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            telemetry.in_flight.dec()
+            seconds = time.perf_counter() - started
+            label = route if route in OPEN_PATHS or route.startswith("/v1/") else "other"
+            telemetry.requests.labels(label, str(status["code"])).inc()
+            telemetry.latency.labels(label).observe(seconds)
+            if self.settings.request_log and route not in ("/metrics", "/healthz", "/readyz"):
+                client = scope.get("client")
+                log.info(json.dumps({"route": route, "status": status["code"], "ms": round(seconds * 1e3, 2),
+                                     "client": client[0] if client else None}))
+
+
 def create_app(backends: list[Backend], settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     models = {b.name: b for b in backends}
@@ -121,6 +174,8 @@ def create_app(backends: list[Backend], settings: Settings | None = None) -> Fas
     telemetry = Telemetry()
     batchers: dict[str, MicroBatcher] = {}
     state = {"ready": False}
+    if settings.request_log:
+        _log_requests_to_stderr()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -136,6 +191,8 @@ def create_app(backends: list[Backend], settings: Settings | None = None) -> Fas
             warm = np.zeros((size,) * b.preprocessing.get("spatial_dims", 2) + (channels,), np.uint8)
             if not b.clinical_spec:
                 await batcher.submit(warm)  # first batch pays for lazy initialisation, not a caller
+            # so does the first answer: conformal sets import crepes (sklearn, pandas), seconds of start-up
+            describe(b, np.full((1, len(b.class_names)), 1 / len(b.class_names)))
         state["ready"] = True
         yield
         state["ready"] = False
@@ -144,28 +201,7 @@ def create_app(backends: list[Backend], settings: Settings | None = None) -> Fas
 
     app = FastAPI(title="HybridMedNet", lifespan=lifespan, docs_url="/docs", redoc_url=None)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        route = request.url.path
-        started = time.perf_counter()
-        if settings.api_key and route not in OPEN_PATHS and not route.startswith("/docs") and route != "/openapi.json":
-            if request.headers.get("authorization") != f"Bearer {settings.api_key}":
-                response = JSONResponse({"error": "missing or wrong API key (Authorization: Bearer <key>)"}, 401)
-                telemetry.requests.labels(route, "401").inc()
-                return response
-        telemetry.in_flight.inc()
-        try:
-            response = await call_next(request)
-        finally:
-            telemetry.in_flight.dec()
-        seconds = time.perf_counter() - started
-        label = route if route in OPEN_PATHS or route.startswith("/v1/") else "other"
-        telemetry.requests.labels(label, str(response.status_code)).inc()
-        telemetry.latency.labels(label).observe(seconds)
-        if route not in ("/metrics", "/healthz", "/readyz"):
-            log.info(json.dumps({"route": route, "status": response.status_code, "ms": round(seconds * 1e3, 2),
-                                 "client": request.client.host if request.client else None}))
-        return response
+    app.add_middleware(_Observe, settings=settings, telemetry=telemetry)
 
     @app.exception_handler(UploadError)
     async def refused(request: Request, exc: UploadError):
