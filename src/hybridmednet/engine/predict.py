@@ -27,16 +27,22 @@ def uncertainty_columns(probs: np.ndarray, calibration: dict | None, multilabel:
     return probs, predictive_entropy(probs, multilabel=multilabel)
 
 
-def conformal_sets(calibration: dict | None, calibrated_probs: np.ndarray) -> np.ndarray | None:
-    """Prediction sets for new cases from the conformal calibration ``report`` stored (val scores of
-    temperature-scaled probabilities), or None when the run has none."""
+def fitted_conformal(calibration: dict | None):
+    """The conformal sets ``report`` calibrated (val scores of temperature-scaled probabilities),
+    fitted and ready to predict; None when the run has none. A service fits them once."""
     conformal = (calibration or {}).get("conformal")
     if not conformal:
         return None
     from hybridmednet.metrics.conformal import ConformalSets
 
     sets = ConformalSets(conformal["alpha"], conformal["method"], mondrian=conformal["mondrian"])
-    return sets.fit_scores(conformal["scores"], conformal["targets"]).predict(calibrated_probs)
+    return sets.fit_scores(conformal["scores"], conformal["targets"])
+
+
+def conformal_sets(calibration: dict | None, calibrated_probs: np.ndarray) -> np.ndarray | None:
+    """Prediction sets for new cases, or None when the run has no conformal calibration."""
+    fitted = fitted_conformal(calibration)
+    return None if fitted is None else fitted.predict(calibrated_probs)
 
 
 def risk_group_columns(calibration: dict | None, raw_probs: np.ndarray, class_names: list[str]) -> dict[str, list]:

@@ -215,7 +215,8 @@ def create_app(backends: list[Backend], settings: Settings | None = None) -> Fas
             raise UploadError(503, "models are still warming up; retry shortly", headers={"Retry-After": "1"})
         return models[name]
 
-    async def run_cases(request: Request, name: str | None, explain: bool) -> dict:
+    async def run_cases(request: Request, name: str | None, explain: bool) -> JSONResponse:
+        """The answer is plain JSON types already: returned as is, not walked by FastAPI's encoder."""
         backend = backend_for(name)
         if explain and backend.kind != "torch":
             raise UploadError(400, f"model {backend.name!r} is served by the {backend.kind} backend; Grad-CAM needs "
@@ -249,10 +250,10 @@ def create_app(backends: list[Backend], settings: Settings | None = None) -> Fas
             if explain:
                 result["overlay_png"] = await batchers[backend.name].run_exclusive(_overlay, backend, image, result)
         done = time.perf_counter()
-        return {"model": backend.name, "backend": backend.kind, "checkpoint_sha256": backend.checkpoint_sha256,
+        return JSONResponse({"model": backend.name, "backend": backend.kind, "checkpoint_sha256": backend.checkpoint_sha256,
                 "results": results, "timing_ms": {"decode": round((decoded - started) * 1e3, 3),
                                                   "inference": round((done - decoded) * 1e3, 3),
-                                                  "total": round((done - started) * 1e3, 3)}}
+                                                  "total": round((done - started) * 1e3, 3)}})
 
     @app.get("/", response_class=HTMLResponse)
     async def page():

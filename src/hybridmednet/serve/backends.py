@@ -9,6 +9,8 @@ fitted for the very checkpoint being served.
 
 from __future__ import annotations
 
+import functools
+
 import json
 from pathlib import Path
 
@@ -38,6 +40,13 @@ class Backend:
 
     def probs(self, images: np.ndarray, extras: dict | None = None) -> np.ndarray:
         raise NotImplementedError
+
+    @functools.cached_property
+    def conformal(self):
+        """The run's conformal sets, fitted once (not per request)."""
+        from hybridmednet.engine.predict import fitted_conformal
+
+        return fitted_conformal(self.calibration)
 
     def info(self) -> dict:
         """``GET /v1/models``: what a caller needs to know before sending a case."""
@@ -126,11 +135,11 @@ def load_backend(path: str | Path, kind: str, *, name: str | None = None, device
 
 def describe(backend: Backend, raw: np.ndarray) -> list[dict]:
     """One response body per case from raw probabilities ``(N, C)``."""
-    from hybridmednet.engine.predict import conformal_sets, risk_group_columns, uncertainty_columns
+    from hybridmednet.engine.predict import risk_group_columns, uncertainty_columns
 
     calibration, names = backend.calibration, backend.class_names
     probs, uncertainty = uncertainty_columns(raw, calibration, backend.multilabel)
-    sets = conformal_sets(calibration, probs)
+    sets = backend.conformal.predict(probs) if backend.conformal is not None else None
     groups = risk_group_columns(calibration, raw, names)
     ood = (calibration or {}).get("ood")
     out = []
