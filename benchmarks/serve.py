@@ -3,7 +3,8 @@
 For each (run, backend): start a real ``serve`` process, wait for ``/readyz``, then for each
 concurrency level run that many asyncio httpx clients for ``--seconds``, each posting one valid
 PNG at a time (multipart), and record p50/p95/p99 latency, requests/s, the error rate and the
-server's peak memory (VmHWM). A soak (``--soak-seconds``) mixes ``--bad-share`` bad uploads
+server's peak memory (VmHWM) and CPU time per request (user + system, from /proc: unlike
+latency it does not depend on the clients sharing the cores). A soak (``--soak-seconds``) mixes ``--bad-share`` bad uploads
 (truncated, not an image, empty, unsupported type) into 8 clients: the row records 5xx answers
 (target 0), whether the process survived, and its memory growth. Clients and server share the
 machine's cores, so the figures are a lower bound for a server with its own machine.
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -51,6 +53,13 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process: the server's cost per request, which (unlike latency)
+    does not depend on the clients sharing its cores."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -120,14 +129,17 @@ def main() -> None:
             proc, base = start_service(run, "--backend", backend, *args.serve_arg, timeout=180)
             try:
                 for clients in levels:
+                    cpu_before = cpu_seconds(proc.pid)
                     result = asyncio.run(load(base, clients, args.seconds, valid, bad, 0.0))
-                    result |= {"name": name, "backend": backend, "peak_rss_mb": peak_rss_mb(proc.pid)}
+                    result |= {"name": name, "backend": backend, "peak_rss_mb": peak_rss_mb(proc.pid),
+                               "server_cpu_ms_per_request": (cpu_seconds(proc.pid) - cpu_before) * 1e3 / max(result["requests"], 1)}
                     measured.append(result)
                     print(json.dumps(result), flush=True)
                     rows.append({"benchmark": "serve", "dataset": "synthetic PNG uploads", "image_size": size, "model": model,
                                  "variant": f"{name}, {backend} backend, {clients} concurrent", "seeds": [0],
                                  "metrics": {k: result[k] for k in ("latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
-                                                                    "req_s", "error_rate", "peak_rss_mb")},
+                                                                    "req_s", "error_rate", "peak_rss_mb",
+                                                                    "server_cpu_ms_per_request")},
                                  "ci": {}, "ci_method": "no interval: one timed run (medians of its requests)",
                                  "wall_s": result["seconds"]})
                 if args.soak_seconds > 0 and backend == args.backends.split(",")[0] and name == next(iter(runs)):
