@@ -33,6 +33,7 @@ COLUMNS = [("test_acc", "test ACC"), ("test_acc_std", "ACC std"), ("gap_test_acc
            ("conformal_mean_set_size", "mean set size"), ("epoch_s_64_estimate", "64^3 epoch s (estimate)"),
            ("latency_ms_p99", "p99 ms"), ("req_s", "requests/s"), ("error_rate", "error rate"),
            ("responses_5xx", "5xx answers"), ("server_alive", "server alive"), ("rss_growth_mb", "memory growth MB"),
+           ("server_cpu_ms_per_request", "server CPU ms/request"),
            ("test_recall_akiec", "akiec recall"), ("test_recall_df", "df recall"), ("test_recall_vasc", "vasc recall"),
            ("test_recall_nv", "nv recall"), ("diff_test_balanced_acc", "bal. ACC vs its CE"),
            ("diff_test_recall_akiec", "akiec recall vs its CE"), ("diff_test_recall_df", "df recall vs its CE"),
