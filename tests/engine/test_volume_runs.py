@@ -98,7 +98,7 @@ def test_resume_of_a_volume_run_is_exact(volume_folder, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_volume_run_is_served_from_nifti_uploads_with_a_slice_montage(volume_folder, tmp_path):
+def test_a_volume_run_is_served_from_nifti_and_zipped_dicom_uploads_with_a_slice_montage(volume_folder, tmp_path):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
@@ -121,12 +121,32 @@ def test_a_volume_run_is_served_from_nifti_uploads_with_a_slice_montage(volume_f
         assert bad.status_code == 400 and "not a readable NIfTI volume" in bad.json()["error"]
         png = client.post("/v1/predict", files={"file": ("x.png", b"\x89PNG", "image/png")})
         assert png.status_code == 415 and "this model reads volumes" in png.json()["error"]
+        series = volume_folder / "test" / "shell" / "s1"
+        response = client.post("/v1/predict", files={"file": ("s1.zip", zipped(series), "application/zip")})
+        assert response.status_code == 200, response.text  # a DICOM series, zipped: the same pipeline as `predict`
+        expected = float(predict_one(Run.load(cfg.run_dir), series)[0, 0])
+        assert response.json()["results"][0]["probabilities"]["ball"] == pytest.approx(expected, abs=1e-5)
+        gap = client.post("/v1/predict", files={"file": ("s1.zip", zipped(series, skip="slice007.dcm"), "application/zip")})
+        assert gap.status_code == 400 and "missing in the series" in gap.json()["error"] and "slice006.dcm" in gap.json()["error"]
+        empty = client.post("/v1/predict", files={"file": ("x.zip", zipped(volume_folder / "test" / "ball"), "application/zip")})
+        assert empty.status_code == 400 and "no .dcm file" in empty.json()["error"]
         explained = client.post("/v1/explain", files={"file": ("b1.nii.gz", path.read_bytes(), "application/gzip")})
         assert explained.status_code == 200, explained.text
         from PIL import Image
 
         overlay = Image.open(io.BytesIO(base64.b64decode(explained.json()["results"][0]["overlay_png"])))
         assert overlay.width == 3 * overlay.height  # axial | coronal | sagittal
+
+
+def zipped(folder, skip=None) -> bytes:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for f in sorted(folder.iterdir()):
+            if f.name != skip:
+                archive.write(f, f"{folder.name}/{f.name}")
+    return buffer.getvalue()
 
 
 def predict_one(run, path):

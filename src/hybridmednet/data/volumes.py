@@ -86,54 +86,66 @@ def nifti_array(image, source) -> tuple[np.ndarray, tuple[float, float, float]]:
     return np.ascontiguousarray(data.transpose(2, 1, 0)), (float(zooms[2]), float(zooms[1]), float(zooms[0]))
 
 
-def _slice_position(ds, path: Path) -> float:
+def _slice_position(ds, where: str) -> float:
     try:
         orientation = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
         position = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
     except AttributeError:
-        raise DataError(f"{path}: DICOM slice without ImagePositionPatient / ImageOrientationPatient; "
+        raise DataError(f"{where}: DICOM slice without ImagePositionPatient / ImageOrientationPatient; "
                         "the series cannot be ordered") from None
     normal = np.cross(orientation[:3], orientation[3:])
     return float(position @ normal)
 
 
 def read_dicom_series(folder: str | Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """``(volume float32 (z, y, x) in HU where rescale tags exist, spacing (dz, dy, dx))``.
-
-    Slices are ordered by position along the slice normal, not by file name or InstanceNumber; a
-    gap larger than 1.5x the median spacing (a missing slice), two slices at one position, or
-    slices of different sizes are errors naming the series."""
+    """``(volume float32 (z, y, x) in HU where rescale tags exist, spacing (dz, dy, dx))`` from a
+    folder of ``.dcm`` slices (see :func:`series_volume`)."""
     import pydicom
 
     folder = Path(folder)
     files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() == ".dcm")
-    if len(files) < 2:
-        raise DataError(f"{folder}: a DICOM series needs at least 2 slices, found {len(files)}")
-    slices = []
+    datasets = []
     for f in files:
         try:
-            ds = pydicom.dcmread(str(f))
-            pixels = ds.pixel_array.astype(np.float32)
+            datasets.append((f.name, pydicom.dcmread(str(f))))
         except Exception as exc:
             raise DataError(f"{f}: not a readable DICOM slice ({exc})") from None
+    return series_volume(datasets, str(folder))
+
+
+def series_volume(datasets: list, where: str) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """One series from its slices ``[(file name, pydicom dataset)]`` (a folder, or a zip upload
+    read in memory); ``where`` names the series in errors.
+
+    Slices are ordered by position along the slice normal, not by file name or InstanceNumber; a
+    gap larger than 1.5x the median spacing (a missing slice), two slices at one position, or
+    slices of different sizes are errors naming the series and the neighbouring files."""
+    if len(datasets) < 2:
+        raise DataError(f"{where}: a DICOM series needs at least 2 slices, found {len(datasets)}")
+    slices = []
+    for name, ds in datasets:
+        try:
+            pixels = ds.pixel_array.astype(np.float32)
+        except Exception as exc:
+            raise DataError(f"{where}/{name}: not a readable DICOM slice ({exc})") from None
         slope, intercept = float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)
-        slices.append((_slice_position(ds, f), pixels * slope + intercept, ds, f))
+        slices.append((_slice_position(ds, f"{where}/{name}"), pixels * slope + intercept, ds, name))
     shapes = {s[1].shape for s in slices}
     if len(shapes) > 1:
-        raise DataError(f"{folder}: series slices have different sizes {sorted(shapes)}")
+        raise DataError(f"{where}: series slices have different sizes {sorted(shapes)}")
     slices.sort(key=lambda s: s[0])
     positions = np.asarray([s[0] for s in slices])
     steps = np.diff(positions)
     if (steps < 1e-4).any():
         at = int(np.argmin(steps))
-        raise DataError(f"{folder}: two slices at one position ({slices[at][3].name}, {slices[at + 1][3].name}); "
+        raise DataError(f"{where}: two slices at one position ({slices[at][3]}, {slices[at + 1][3]}); "
                         "the folder mixes series or holds a duplicate")
     spacing_z = float(np.median(steps))
     gaps = np.flatnonzero(steps > MISSING_SLICE_FACTOR * spacing_z)
     if gaps.size:
         at = int(gaps[0])
-        raise DataError(f"{folder}: slice(s) missing in the series between position {positions[at]:.2f} mm "
-                        f"({slices[at][3].name}) and {positions[at + 1]:.2f} mm ({slices[at + 1][3].name}); "
+        raise DataError(f"{where}: slice(s) missing in the series between position {positions[at]:.2f} mm "
+                        f"({slices[at][3]}) and {positions[at + 1]:.2f} mm ({slices[at + 1][3]}); "
                         f"usual spacing {spacing_z:.2f} mm. Re-export the full series")
     first = slices[0][2]
     dy, dx = (float(v) for v in getattr(first, "PixelSpacing", (1.0, 1.0)))

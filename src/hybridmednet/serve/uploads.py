@@ -15,8 +15,11 @@ import numpy as np
 from hybridmednet.errors import DataError
 
 SUPPORTED = ("image/png", "image/jpeg", "image/tiff", "image/bmp", "application/dicom", "application/octet-stream")
-# a 3D run reads one NIfTI volume per upload (.nii, or .nii.gz)
-SUPPORTED_3D = ("application/gzip", "application/x-gzip", "application/x-nifti", "application/octet-stream")
+# a 3D run reads one volume per upload: a NIfTI file (.nii, .nii.gz) or a zip of one DICOM series
+SUPPORTED_3D = ("application/gzip", "application/x-gzip", "application/x-nifti", "application/zip",
+                "application/x-zip-compressed", "application/octet-stream")
+ZIP_MAX_MEMBERS = 4096  # slices in one zipped series
+ZIP_MAX_RATIO = 50  # uncompressed / compressed: DICOM compresses a few times; a zip bomb by far more
 
 
 class UploadError(Exception):
@@ -36,7 +39,7 @@ def check_content_type(content_type: str | None, name: str, spatial_dims: int = 
     if spatial_dims == 3:
         if kind not in SUPPORTED_3D:
             raise UploadError(415, f"{name}: unsupported type {kind!r}; this model reads volumes: send one NIfTI file "
-                                   f"(.nii or .nii.gz; {', '.join(SUPPORTED_3D)})")
+                                   f"(.nii or .nii.gz) or one DICOM series as a .zip ({', '.join(SUPPORTED_3D)})")
         return
     if kind not in SUPPORTED:
         raise UploadError(415, f"{name}: unsupported type {kind!r}; send PNG, JPEG, TIFF, BMP or DICOM "
@@ -83,9 +86,11 @@ def decode_upload(data: bytes, *, name: str, channels: int, max_pixels: int) -> 
 
 
 def decode_volume_upload(data: bytes, *, name: str, preprocessing: dict, max_pixels: int) -> np.ndarray:
-    """A NIfTI upload (plain or gzipped) as the 3D model's ``uint8 (S, S, S, 1)`` input, read in
-    memory with the training pipeline's grid and intensity options. 400 for anything unreadable, 413
-    when the voxel count (from the header) is over ``max_pixels`` times 64 (a volume is many slices)."""
+    """A NIfTI upload (plain or gzipped) or a zip of one DICOM series as the 3D model's
+    ``uint8 (S, S, S, 1)`` input, read in memory with the training pipeline's grid and intensity
+    options (a series is ordered and checked exactly as a series folder is). 400 for anything
+    unreadable, 413 when the voxel count (from the headers) is over ``max_pixels`` times 64 (a volume
+    is many slices) or a zip expands suspiciously far."""
     import gzip
 
     import nibabel as nib
@@ -94,6 +99,9 @@ def decode_volume_upload(data: bytes, *, name: str, preprocessing: dict, max_pix
 
     if not data:
         raise UploadError(400, f"{name}: empty upload")
+    if data[:4] == b"PK\x03\x04":
+        volume, spacing = _zipped_series(data, name, max_pixels)
+        return model_input(volume, spacing, preprocessing["image_size"], preprocessing["resize"], preprocessing["volume"])
     try:
         raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
         image = nib.Nifti1Image.from_bytes(raw)
@@ -110,6 +118,46 @@ def decode_volume_upload(data: bytes, *, name: str, preprocessing: dict, max_pix
         reason = " ".join(str(exc).split())[:200]
         raise UploadError(400, f"{name}: not a readable NIfTI volume ({type(exc).__name__}: {reason})") from None
     return model_input(volume, spacing, preprocessing["image_size"], preprocessing["resize"], preprocessing["volume"])
+
+
+def _zipped_series(data: bytes, name: str, max_pixels: int):
+    """``(volume, spacing)`` of the DICOM series in a zip (every ``.dcm`` member, any folder depth),
+    read in memory. Sizes are checked from the zip directory and the slice headers first."""
+    import zipfile
+
+    import pydicom
+
+    from hybridmednet.data.volumes import series_volume
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = [m for m in archive.infolist() if not m.is_dir() and m.filename.lower().endswith(".dcm")]
+    except zipfile.BadZipFile as exc:
+        raise UploadError(400, f"{name}: not a readable zip ({exc})") from None
+    if not members:
+        raise UploadError(400, f"{name}: the zip holds no .dcm file; zip the series' slices (one .dcm per slice)")
+    expanded = sum(m.file_size for m in members)
+    if len(members) > ZIP_MAX_MEMBERS or expanded > ZIP_MAX_RATIO * len(data):
+        raise UploadError(413, f"{name}: {len(members)} slices, {expanded:,} bytes unpacked from {len(data):,}; at most "
+                               f"{ZIP_MAX_MEMBERS} slices and {ZIP_MAX_RATIO}x expansion")
+    datasets, voxels = [], 0
+    for member in members:
+        try:
+            ds = pydicom.dcmread(io.BytesIO(archive.read(member)))
+            voxels += int(ds.Rows) * int(ds.Columns)
+        except Exception as exc:  # noqa: BLE001 - any unreadable slice is the upload's fault, never a 500
+            reason = " ".join(str(exc).split())[:200]
+            raise UploadError(400, f"{name}/{member.filename}: not a readable DICOM slice ({type(exc).__name__}: {reason})") from None
+        if voxels > max_pixels * 64:
+            raise UploadError(413, f"{name}: over {max_pixels * 64:,} voxels (64 x --max-pixels); crop or downsample "
+                                   "the series before sending it")
+        datasets.append((member.filename, ds))
+    try:
+        return series_volume(datasets, name)
+    except DataError as exc:
+        raise UploadError(400, str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - odd headers are the upload's fault, never a 500
+        raise UploadError(400, f"{name}: not a usable DICOM series ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def fit(image: np.ndarray, preprocessing: dict) -> np.ndarray:
