@@ -97,7 +97,7 @@ def test_models_with_differently_sized_branches_export_with_a_dynamic_batch(name
 
 
 @pytest.mark.parametrize("fusion", ["concat", "add", "multiply", "gated", "cross_attention", "co_attention",
-                                    "bilinear", "multi_level", "clinical_only"])
+                                    "bilinear", "multi_level", "sequence", "clinical_only"])
 def test_every_fusion_exports_with_dynamic_batch_and_token_axes(fusion, tmp_path):
     """The parity check runs the file at two batch sizes and token counts other than the traced
     ones; a fusion that reads a size through len() or a Python int traces it into a constant."""
@@ -110,7 +110,7 @@ def test_every_fusion_exports_with_dynamic_batch_and_token_axes(fusion, tmp_path
 
     torch.manual_seed(0)
     spec = {"inputs": "text", "encoder": "minilm", "feature_dim": 12, "max_tokens": 8,
-            "layers": [2, -1] if fusion == "multi_level" else [-1]}
+            "layers": [2, -1] if fusion in ("multi_level", "sequence") else [-1]}
     image = None if fusion == "clinical_only" else create_model("small_cnn", 3, 3, image_size=16, widths=[8, 16, 16, 32])
     model = MultimodalClassifier(image, 3, spec, MultimodalConfig(fusion=fusion, dim=16, heads=2), image_size=16, in_chans=3)
     metadata = ExportMetadata(class_names=["a", "b", "c"], multilabel=False, model_name=f"mm_{fusion}", checkpoint_sha256="0",
@@ -119,3 +119,22 @@ def test_every_fusion_exports_with_dynamic_batch_and_token_axes(fusion, tmp_path
                               clinical_spec=spec, clinical_inputs=clinical_input_names(spec))
     report = export_module(model.eval(), metadata, tmp_path / "m.onnx")
     assert report["max_abs_diff"] < 1e-3
+
+
+def test_the_ssm_fusion_refuses_export_with_the_reason(tmp_path):
+
+    from hybridmednet.config.schema import MultimodalConfig
+    from hybridmednet.deploy.export import export_module
+    from hybridmednet.models import create_model
+    from hybridmednet.models.multimodal import MultimodalClassifier, clinical_input_names
+
+    spec = {"inputs": "text", "encoder": "minilm", "feature_dim": 12, "max_tokens": 8, "layers": [-1]}
+    image = create_model("small_cnn", 3, 3, image_size=16, widths=[8, 16, 16, 32])
+    model = MultimodalClassifier(image, 3, spec, MultimodalConfig(fusion="ssm", dim=16, heads=2), image_size=16, in_chans=3)
+    metadata = ExportMetadata(class_names=["a", "b", "c"], multilabel=False, model_name="mm_ssm", checkpoint_sha256="0",
+                              preprocessing={"image_size": 16, "resize": "squash", "channels": 3,
+                                             "mean": [0.5] * 3, "std": [0.5] * 3},
+                              clinical_spec=spec, clinical_inputs=clinical_input_names(spec))
+    with pytest.raises(ExportError, match="traced text length; serve this run with the torch backend"):
+        export_module(model.eval(), metadata, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

@@ -37,7 +37,7 @@ def test_shapes_and_gradients(name):
         assert img_tokens.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", ["cross_attention", "co_attention"])
+@pytest.mark.parametrize("name", ["cross_attention", "co_attention", "ssm"])
 def test_masked_text_tokens_do_not_matter(name):
     fusion = create_fusion(name, D, heads=2).eval()
     img_tokens, txt_tokens, mask = _inputs()
@@ -67,3 +67,19 @@ def test_multi_level_weights_are_per_sample_and_sum_to_one():
 def test_unknown_fusion_is_a_clear_error():
     with pytest.raises(ConfigError, match="unknown fusion .sum_of_squares.; choose one of add, bilinear"):
         create_fusion("sum_of_squares", D)
+
+
+def test_stage_fusions_are_the_ones_the_config_knows():
+    from hybridmednet.config.schema import STAGE_FUSIONS as CONFIG_STAGE_FUSIONS
+    from hybridmednet.layers.modality_fusion import STAGE_FUSIONS
+
+    assert set(STAGE_FUSIONS) == set(CONFIG_STAGE_FUSIONS) and not set(STAGE_FUSIONS) & set(FUSIONS)
+
+
+def test_the_ssm_fusion_reads_image_tokens_in_order():
+    """A sequence model, unlike a pooled operator, sees the order of the image tokens."""
+    fusion = create_fusion("ssm", D, depth=2).eval()
+    img_tokens, txt_tokens, mask = _inputs()
+    a = fusion(img_tokens, None, txt_tokens, mask, None)
+    b = fusion(img_tokens.flip(1), None, txt_tokens, mask, None)
+    assert not torch.allclose(a, b)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hybridmednet.config.schema import MultimodalConfig
-from hybridmednet.layers.modality_fusion import FUSIONS
+from hybridmednet.layers.modality_fusion import FUSIONS, STAGE_FUSIONS
 from hybridmednet.models import create_model
 from hybridmednet.models.multimodal import MultimodalClassifier, clinical_input_names
 
@@ -18,7 +18,7 @@ SPECS = {
     "scratch": {"inputs": "text", "encoder": "scratch", "vocab": ["[PAD]", "[UNK]", "[CLS]", "a", "b"], "max_tokens": 8},
     "tabular": {"inputs": "tabular", "tabular_dim": 5},
 }
-ALL_FUSIONS = sorted(FUSIONS) + ["multi_level"]
+ALL_FUSIONS = sorted(FUSIONS) + sorted(STAGE_FUSIONS)
 
 
 def clinical_batch(spec, b=4, t=6, present=(1, 1, 0, 1)):
@@ -87,7 +87,7 @@ def test_modality_dropout_only_while_training():
 
 @pytest.mark.parametrize("backbone,size", [("small_cnn", 16), ("hybridmednet_small28", 28), ("resnet18_fpn", 32),
                                            ("vision_mamba_tiny", 28), ("resnet18", 32)])
-@pytest.mark.parametrize("fusion", ["cross_attention", "multi_level"])
+@pytest.mark.parametrize("fusion", ["cross_attention", "multi_level"])  # sequence reads the same stages
 def test_any_image_backbone(backbone, size, fusion):
     pytest.importorskip("timm")
     torch.manual_seed(0)
@@ -155,3 +155,13 @@ def test_every_parameter_gets_a_gradient_with_one_text_layer(fusion):
             assert (out.image_logits is None) == (fusion == "clinical_only" or "image_loss_weight" in weights)
     finally:
         del SPECS["single"]
+
+
+@pytest.mark.parametrize("reader", ["lstm", "transformer"])
+def test_the_sequence_fusion_reads_every_stage_and_the_text(reader):
+    torch.manual_seed(0)
+    model = build("sequence", "frozen", sequence_reader=reader, fusion_depth=2)
+    assert model.fusion.position.shape[1] == 2 + 2  # two image stages (one per text layer) + two text layers
+    out = model(torch.randn(4, 3, 16, 16), **clinical_batch(SPECS["frozen"]))
+    out.logits.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.stage_proj.parameters())

@@ -164,12 +164,13 @@ def check_components(config: ExperimentConfig) -> None:
 
         for i, method in enumerate(config.train.distill.methods):
             check_distiller(method.name, method.options, f"train.distill.methods[{i}]")
-    if config.model.multimodal is not None and config.model.multimodal.fusion != "multi_level":
-        from hybridmednet.layers.modality_fusion import FUSIONS
+    if config.model.multimodal is not None:
+        from hybridmednet.layers.modality_fusion import FUSIONS, STAGE_FUSIONS
 
-        if config.model.multimodal.fusion not in FUSIONS:
-            raise ConfigError(f"model.multimodal.fusion: unknown fusion {config.model.multimodal.fusion!r}; choose one "
-                              f"of {', '.join(FUSIONS.names())}, or multi_level (fusion at several image stages)")
+        fusion = config.model.multimodal.fusion
+        if fusion not in FUSIONS and fusion not in STAGE_FUSIONS:
+            raise ConfigError(f"model.multimodal.fusion: unknown fusion {fusion!r}; choose one of "
+                              f"{', '.join(FUSIONS.names())}, or {', '.join(STAGE_FUSIONS)} (over several image stages)")
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

@@ -244,13 +244,19 @@ class DataConfig(StrictModel):
 
 
 # --------------------------------------------------------------------------- model / train
+STAGE_FUSIONS = ("multi_level", "sequence")  # fusions over several image stages (layers/modality_fusion.py)
+
+
 class MultimodalConfig(StrictModel):
     """Image + clinical fusion (``models/multimodal.py``); the image backbone is ``model.name``."""
 
-    fusion: str = Field("concat", description="a registered fusion (layers/modality_fusion.py), or multi_level")
+    fusion: str = Field("concat", description="a registered fusion (layers/modality_fusion.py), or one over several "
+                        "image stages: multi_level, sequence")
     dim: int = Field(128, ge=8)
     heads: int = Field(4, ge=1)
     bilinear_rank: int = Field(4, ge=1)
+    fusion_depth: int = Field(1, ge=1, description="ssm: selective-scan blocks; sequence: reader layers")
+    sequence_reader: Literal["lstm", "transformer"] = Field("lstm", description="sequence fusion: what reads the stages")
     text_depth: int = Field(2, ge=1, description="scratch text encoder: transformer layers")
     modality_dropout: float = Field(0.0, ge=0, lt=1, description="train: drop the clinical input of this fraction")
     agreement_weight: float = Field(0.0, ge=0, description="symmetric KL between image-only and fused predictions")
@@ -430,11 +436,11 @@ class ExperimentConfig(StrictModel):
             raise ValueError("model.multimodal and data.clinical go together: a multimodal model needs clinical "
                              "inputs, and clinical inputs need a multimodal model")
         clinical, mm = self.data.clinical, self.model.multimodal
-        if (mm is not None and mm.fusion != "multi_level" and clinical.inputs == "text"
+        if (mm is not None and mm.fusion not in STAGE_FUSIONS and clinical.inputs == "text"
                 and clinical.text_encoder.kind != "scratch" and len(clinical.text_encoder.layers) > 1):
             # only multi-level fusion reads several text layers; the others would encode and ignore them
             raise ValueError(f"data.clinical.text_encoder.layers {clinical.text_encoder.layers}: several text layers "
-                             f"are read only by model.multimodal.fusion multi_level (this is {mm.fusion}); keep one layer")
+                             f"are read only by model.multimodal.fusion {' or '.join(STAGE_FUSIONS)} (this is {mm.fusion}); keep one layer")
         return self
 
     @model_validator(mode="after")

@@ -60,6 +60,10 @@ def write_onnx(module: torch.nn.Module, path: Path, metadata: ExportMetadata, op
     """TorchScript-based exporter (the dynamo exporter needs onnxscript and is slower to run)."""
     import onnx
 
+    for m in module.modules():  # a block that knows it cannot be traced faithfully says why
+        reason = getattr(m, "not_exportable", None)
+        if reason:
+            raise ExportError(f"ONNX export of {metadata.model_name!r}: {type(m).__name__} {reason}")
     example = parity_inputs(metadata, 2, seed=0)
     names = list(example)
     with warnings.catch_warnings():  # legacy-exporter notice; shape checks trace to constants

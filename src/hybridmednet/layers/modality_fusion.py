@@ -16,7 +16,8 @@ from torch import nn
 from hybridmednet.errors import ConfigError
 from hybridmednet.registry import Registry
 
-__all__ = ["FUSIONS", "MultiLevelFusion", "TokenAttention", "TransformerBlock", "create_fusion", "masked_mean"]
+__all__ = ["FUSIONS", "STAGE_FUSIONS", "MultiLevelFusion", "SequenceFusion", "TokenAttention", "TransformerBlock",
+           "create_fusion", "masked_mean"]
 
 FUSIONS: Registry[Callable[..., nn.Module]] = Registry("fusion", "model.multimodal.fusion")
 
@@ -192,7 +193,7 @@ class MultiLevelFusion(nn.Module):
 
     out_dim: int
 
-    def __init__(self, dim: int, levels: int):
+    def __init__(self, dim: int, levels: int, text_levels: int = 1, **_):
         super().__init__()
         self.levels = nn.ModuleList(GatedFusion(dim) for _ in range(levels))
         self.score = nn.Linear(dim, 1)
@@ -200,7 +201,72 @@ class MultiLevelFusion(nn.Module):
         self.last_weights: torch.Tensor | None = None
 
     def forward(self, img_vecs: list[torch.Tensor], txt_vecs: list[torch.Tensor]) -> torch.Tensor:
+        txt_vecs = txt_vecs * len(img_vecs) if len(txt_vecs) == 1 else txt_vecs  # one clinical level for every stage
         fused = torch.stack([f(None, i, None, None, t) for f, i, t in zip(self.levels, img_vecs, txt_vecs)], dim=1)
         weights = torch.softmax(self.score(torch.tanh(fused)).squeeze(-1), dim=1)
         self.last_weights = weights.detach()
         return (weights.unsqueeze(-1) * fused).sum(1)
+
+
+@register_fusion("ssm")
+class SelectiveScanFusion(_Fusion):
+    """Clinical and image tokens as one sequence (clinical first, each with a learned modality
+    embedding) through bidirectional selective-scan blocks (Mamba / Vim, ``layers/mamba.py``), then
+    a masked mean. Padded clinical tokens are zeroed before the scan and left out of the mean.
+
+    Not exportable: the scan is a loop over tokens, which tracing unrolls, so an ONNX graph would
+    only accept the traced text length (image token counts are fixed, text lengths are not)."""
+
+    not_exportable = ("unrolls its selective scan over the tokens: the ONNX graph would accept only the traced "
+                      "text length; serve this run with the torch backend")
+
+    def __init__(self, dim: int, depth: int = 1, **_):
+        super().__init__(dim, dim)
+        from hybridmednet.layers.mamba import BiMambaBlock
+
+        self.modality = nn.Parameter(torch.zeros(2, dim))
+        nn.init.trunc_normal_(self.modality, std=0.02)
+        self.blocks = nn.Sequential(*(BiMambaBlock(dim) for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, img_tokens, img_vec, txt_tokens, txt_mask, txt_vec):
+        txt = (txt_tokens + self.modality[0]) * txt_mask.unsqueeze(-1).to(txt_tokens.dtype)
+        seq = torch.cat([txt, img_tokens + self.modality[1]], dim=1)
+        mask = torch.cat([txt_mask, torch.ones_like(img_tokens[..., 0], dtype=torch.bool)], dim=1)
+        return masked_mean(self.norm(self.blocks(seq)), mask)
+
+
+class SequenceFusion(nn.Module):
+    """The image's stage vectors, shallow to deep, then the clinical level vector(s), read as one
+    sequence (with learned position embeddings) by a bidirectional LSTM or a small transformer; the
+    mean of its outputs. The seed's "sequence modelling" strategy: the reader decides how the scales
+    and the metadata combine, instead of a fixed operator."""
+
+    def __init__(self, dim: int, levels: int, text_levels: int = 1, *, depth: int = 1, reader: str = "lstm",
+                 heads: int = 4, **_):
+        super().__init__()
+        self.out_dim, self.reader = dim, reader
+        self.position = nn.Parameter(torch.zeros(1, levels + text_levels, dim))
+        nn.init.trunc_normal_(self.position, std=0.02)
+        if reader == "lstm":
+            if dim % 2:
+                raise ConfigError(f"model.multimodal: sequence_reader lstm needs an even dim, got {dim}")
+            self.read = nn.LSTM(dim, dim // 2, num_layers=depth, batch_first=True, bidirectional=True)
+        elif reader == "transformer":
+            self.read = nn.ModuleList(TransformerBlock(dim, heads) for _ in range(depth))
+        else:
+            raise ConfigError(f"model.multimodal.sequence_reader {reader!r}: choose lstm or transformer")
+
+    def forward(self, img_vecs: list[torch.Tensor], txt_vecs: list[torch.Tensor]) -> torch.Tensor:
+        seq = torch.stack([*img_vecs, *txt_vecs], dim=1) + self.position
+        if self.reader == "lstm":
+            seq = self.read(seq)[0]
+        else:
+            mask = torch.ones_like(seq[..., 0], dtype=torch.bool)
+            for block in self.read:
+                seq = block(seq, mask)
+        return seq.mean(1)
+
+
+# fusions over several image stages (and clinical levels): the classifier builds them with the stage count
+STAGE_FUSIONS: dict[str, type[nn.Module]] = {"multi_level": MultiLevelFusion, "sequence": SequenceFusion}

@@ -19,7 +19,7 @@ from torch import nn
 
 from hybridmednet.errors import ConfigError
 from hybridmednet.layers.modality_fusion import (
-    MultiLevelFusion,
+    STAGE_FUSIONS,
     TransformerBlock,
     create_fusion,
     masked_mean,
@@ -227,8 +227,8 @@ class MultimodalClassifier(nn.Module):
         self.clinical, text_levels = _clinical_encoder(spec, mm)
         self.missing = nn.Parameter(torch.zeros(1, 1, mm.dim))
         nn.init.trunc_normal_(self.missing, std=0.02)
-        # Multi-level: one level per text layer; a single clinical level is paired with 3 image stages.
-        self.levels = (text_levels if text_levels > 1 else 3) if mm.fusion == "multi_level" else 0
+        # Stage fusions: one image stage per text layer; a single clinical level goes with 3 image stages.
+        self.levels = (text_levels if text_levels > 1 else 3) if mm.fusion in STAGE_FUSIONS else 0
         self.image = None
         if mm.fusion != "clinical_only":
             if image_model is None:
@@ -239,11 +239,12 @@ class MultimodalClassifier(nn.Module):
             self.image_head = nn.Linear(mm.dim, num_classes) if mm.image_loss_weight or mm.agreement_weight else None
             self.image_proj = (nn.Sequential(nn.LayerNorm(self.image.dim), nn.Linear(self.image.dim, mm.dim))
                                if not self.levels or self.image_head is not None else None)
-        if mm.fusion == "multi_level":
+        if mm.fusion in STAGE_FUSIONS:
             self.stage_proj = nn.ModuleList(nn.Sequential(nn.LayerNorm(c), nn.Linear(c, mm.dim)) for c in self.image.stage_dims)
-            self.fusion = MultiLevelFusion(mm.dim, self.levels)
+            self.fusion = STAGE_FUSIONS[mm.fusion](mm.dim, self.levels, text_levels, depth=mm.fusion_depth,
+                                                   reader=mm.sequence_reader, heads=mm.heads)
         else:
-            self.fusion = create_fusion(mm.fusion, mm.dim, heads=mm.heads, rank=mm.bilinear_rank)
+            self.fusion = create_fusion(mm.fusion, mm.dim, heads=mm.heads, rank=mm.bilinear_rank, depth=mm.fusion_depth)
         self.dropout = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.fusion.out_dim, num_classes)
 
@@ -276,7 +277,6 @@ class MultimodalClassifier(nn.Module):
             img_vec = img_tokens.mean(1)
         if self.levels:
             img_vecs = [p(s) for p, s in zip(self.stage_proj, stages)]
-            txt_vecs = txt_vecs * self.levels if len(txt_vecs) == 1 else txt_vecs
             fused = self.fusion(img_vecs, txt_vecs)
         else:
             fused = self.fusion(img_tokens, img_vec, txt_levels[-1], mask, txt_vecs[-1])
