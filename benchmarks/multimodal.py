@@ -58,7 +58,8 @@ def run_variant(preset: Path, overrides: list[str], seed: int, multimodal: bool,
     with tempfile.TemporaryDirectory() as out:
         row = train_and_evaluate(preset, "mm", [*overrides, f"seed={seed}"], out)
         row["predictions"] = keep_predictions(Path(out) / "mm", f"{stem}_seed{seed}")
-        row["class_names"] = json.loads((Path(out) / "mm" / "checkpoints" / "best.json").read_text())["class_names"]
+        meta = json.loads((Path(out) / "mm" / "checkpoints" / "best.json").read_text())
+        row["class_names"], row["model"] = meta["class_names"], meta["config"]["model"]["name"]
         if multimodal:
             started = time.perf_counter()
             m = evaluate_run(Path(out) / "mm", "test", without_clinical=True)
@@ -76,7 +77,7 @@ def aggregate(runs: list[dict], part: str | None = None) -> dict:
     return out
 
 
-def summary_rows(variants: dict, dataset: str, cfg, payload: dict) -> list[dict]:
+def summary_rows(variants: dict, dataset: str, cfg, payload: dict, benchmark: str = "multimodal") -> list[dict]:
     """One index row per variant whose runs carry their own commit and command (metadata-only has
     no image backbone). Variants not yet re-run since runs kept them give no row: their index rows
     keep the provenance recovered for them, never this run's."""
@@ -86,8 +87,9 @@ def summary_rows(variants: dict, dataset: str, cfg, payload: dict) -> list[dict]
     for n, e in variants.items():
         if not e["runs"] or not all("git" in r for r in e["runs"]):
             continue
-        rows.append({"benchmark": "multimodal", "dataset": dataset, "image_size": cfg.data.image_size,
-                     "model": "none (metadata MLP)" if n == "metadata_only" else cfg.model.name,
+        model = e["runs"][0].get("model") or cfg.model.name
+        rows.append({"benchmark": benchmark, "dataset": dataset, "image_size": cfg.data.image_size,
+                     "model": "none (metadata MLP)" if n == "metadata_only" else model,
                      "variant": n, "seeds": [r["seed"] for r in e["runs"]],
                      "metrics": e["metrics"] | ({f"no_text_{k}": v for k, v in e["without_clinical"].items()
                                                  if not k.endswith("_std")} if "without_clinical" in e else {}),
@@ -113,30 +115,26 @@ def data_provenance(cfg) -> dict:
     return provenance(tables + ([f"{cfg.data.source.root}/{cfg.data.source.flag}.npz"] if cfg.data.source.kind == "medmnist" else []))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--setting", required=True, choices=sorted(SETTINGS))
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--only", default=None, help="comma-separated variant names")
-    parser.add_argument("--reindex", action="store_true", help="rewrite the summary rows from the results file; no training")
-    args = parser.parse_args()
-    preset_name, setting_overrides, dataset = SETTINGS[args.setting]
+def run_setting(benchmark: str, table: dict[str, list[str]], setting: str, seeds: list[int], epochs: int,
+                names: list[str], results_name: str, reindex: bool = False, extra: list[str] = ()) -> None:
+    """Train every variant of ``table`` (name -> overrides on the setting's preset) for every seed,
+    seed-major, rewriting ``results/<results_name>.json`` and its index rows (``benchmark``) after
+    each run; what is already in the file is kept and not trained again. ``extra``: overrides for
+    every run (a smoke test on capped data)."""
+    preset_name, setting_overrides, dataset = SETTINGS[setting]
     preset = CONFIGS / preset_name
-    common = [*setting_overrides, f"train.epochs={args.epochs}", "train.early_stopping_patience=null"]
-    names = args.only.split(",") if args.only else list(VARIANTS)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    path = RESULTS / f"multimodal_{args.setting}.json"
+    common = [*setting_overrides, f"train.epochs={epochs}", "train.early_stopping_patience=null", *extra]
+    path = RESULTS / f"{results_name}.json"
     previous = json.loads(path.read_text())["variants"] if path.exists() else {}
     cfg = load_config(preset, common)
-    variants = {n: v for n, v in previous.items() if n in VARIANTS}
-    if args.reindex:  # the results file keeps its own provenance; nothing to hash again
+    variants = {n: v for n, v in previous.items() if n in table}
+    if reindex:  # the results file keeps its own provenance; nothing to hash again
         from _common import SUMMARY
 
         from hybridmednet.utils.io import atomic_write_json
 
         payload = json.loads(path.read_text())
-        rows = summary_rows(variants, dataset, cfg, payload)
+        rows = summary_rows(variants, dataset, cfg, payload, benchmark)
         index = json.loads(SUMMARY.read_text())
         mine = {r["variant"] for r in index if r["results_file"].endswith(path.name)}
         replaced = {r["variant"] for r in rows} | (mine - set(variants))  # rewritten, or no longer a variant
@@ -147,7 +145,7 @@ def main() -> None:
     origin = data_provenance(cfg)
     for seed in seeds:  # seed-major: a cut-short run still has every variant at the first seeds
         for name in names:
-            entry = variants.setdefault(name, {"overrides": [*common, *VARIANTS[name]], "runs": []})
+            entry = variants.setdefault(name, {"overrides": [*common, *table[name]], "runs": []})
             if not all("predictions" in r for r in entry["runs"]):
                 # runs from before predictions were kept: set aside (kept in the file), trained again
                 entry["superseded_runs"] = entry.pop("runs")
@@ -155,8 +153,8 @@ def main() -> None:
                 entry.pop("ci95_seed_mean", None)
             if any(r["seed"] == seed for r in entry["runs"]):
                 continue
-            row = run_variant(preset, entry["overrides"], seed, multimodal=name != "image_only",
-                              stem=f"multimodal_{args.setting}_{name}")
+            multimodal = "model.multimodal=null" not in table[name]
+            row = run_variant(preset, entry["overrides"], seed, multimodal=multimodal, stem=f"{results_name}_{name}")
             row |= {"git": origin["git"], "command": origin["command"]}
             entry["runs"] = sorted([*entry["runs"], row], key=lambda r: r["seed"])
             entry["metrics"] = aggregate(entry["runs"])
@@ -164,19 +162,31 @@ def main() -> None:
             if len(entry["runs"]) > 1 and all("predictions" in r for r in entry["runs"]):
                 entry["ci95_seed_mean"] = seed_mean_interval([r["predictions"] for r in entry["runs"]],
                                                              entry["runs"][0]["class_names"])
-            if name != "image_only":
+            if multimodal:
                 entry["without_clinical"] = aggregate(entry["runs"], "without_clinical")
             m = row["metrics"]
             print(f"{name} seed {seed}: acc {m['test_acc']:.4f} bacc {m['test_balanced_acc']:.4f} auc {m['test_auc']:.4f}"
                   + (f"; without text acc {row['without_clinical']['metrics']['test_acc']:.4f}" if "without_clinical" in row else "")
                   + f" ({row['wall_s']:.0f} s)", flush=True)
-            payload = {"benchmark": "multimodal", "setting": args.setting, "dataset": dataset,
+            payload = {"benchmark": benchmark, "setting": setting, "dataset": dataset,
                        "image_size": cfg.data.image_size, "recipe": f"configs/{preset_name} {' '.join(common)}; "
                        "checkpoint chosen on val; test read once (and once more without clinical input)",
                        "text": {"template": cfg.data.clinical.template, "encoder": cfg.data.clinical.text_encoder.kind,
                                 "refused_inputs": cfg.data.clinical.leak_columns},
                        "seeds_requested": seeds, "variants": variants, **origin}
-            write_results(f"multimodal_{args.setting}", payload, summary_rows(variants, dataset, cfg, payload))
+            write_results(results_name, payload, summary_rows(variants, dataset, cfg, payload, benchmark))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--setting", required=True, choices=sorted(SETTINGS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--only", default=None, help="comma-separated variant names")
+    parser.add_argument("--reindex", action="store_true", help="rewrite the summary rows from the results file; no training")
+    args = parser.parse_args()
+    run_setting("multimodal", VARIANTS, args.setting, [int(s) for s in args.seeds.split(",")], args.epochs,
+                args.only.split(",") if args.only else list(VARIANTS), f"multimodal_{args.setting}", args.reindex)
 
 
 if __name__ == "__main__":
