@@ -58,6 +58,9 @@ def main() -> None:
     if report.get("conformal"):
         headline |= {"conformal_coverage": report["conformal"]["test"]["coverage"],
                      "conformal_mean_set_size": report["conformal"]["test"]["mean_set_size"]}
+        chance = report["conformal"]["test"].get("resplit_coverage")
+        if chance:  # where test coverage would fall if val and test were exchangeable (not an interval of the point)
+            headline |= {"conformal_chance_low": chance["range95"][0], "conformal_chance_high": chance["range95"][1]}
     payload = {"benchmark": "demo", "dataset": "dermamnist (re-rendered)", "image_size": 28, "model": cfg.model.name,
                "seed": cfg.seed, "config": cfg.model_dump(mode="json"), "wall_s": round(wall, 1), "metrics": headline,
                "ci95": ci, "ci_method": result["ci_method"], "test_metrics": m, "calibration": report["calibration"],
