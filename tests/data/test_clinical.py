@@ -167,12 +167,13 @@ def test_a_trained_minilm_spec_survives_a_moved_environment(tmp_path):
     assert encode_texts(cfg.text_encoder, spec, ["a lesion"])["text_states"].shape[-1] == 384
 
 
-def test_several_text_layers_need_multi_level_fusion():
+def test_several_text_layers_need_a_stage_fusion():
     data = {"source": {"kind": "csv", "path": "x.csv", "id_column": "id"},
             "clinical": {"template": ["{age}"], "text_encoder": {"kind": "minilm", "layers": [2, -1]}}}
-    with pytest.raises(ValueError, match=r"layers \[2, -1\].*multi_level \(this is concat\)"):
+    with pytest.raises(ValueError, match=r"layers \[2, -1\].*multi_level or sequence \(this is concat\)"):
         ExperimentConfig(name="x", data=data, model={"multimodal": {"fusion": "concat"}})
-    ExperimentConfig(name="x", data=data, model={"multimodal": {"fusion": "multi_level"}})
+    for fusion in ("multi_level", "sequence"):
+        ExperimentConfig(name="x", data=data, model={"multimodal": {"fusion": fusion}})
 
 
 def test_multi_label_columns_are_refused_as_inputs():
