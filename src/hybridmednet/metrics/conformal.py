@@ -93,7 +93,7 @@ class ConformalSets:
 
     def covers(self, scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Boolean (N,): whether each case's set holds its true class, from the true-class scores
-        alone (what :meth:`predict` decides for that one label, at a seventh of the cost)."""
+        alone (what :meth:`predict` decides for that one label, scoring one column instead of C)."""
         return self._label_p_values(np.asarray(scores, dtype=np.float64), np.asarray(targets, dtype=np.int64)) > self.alpha
 
 
