@@ -4,9 +4,9 @@ For each (run, backend): start a real ``serve`` process, wait for ``/readyz``, t
 concurrency level run that many asyncio httpx clients for ``--seconds``, each posting one valid
 PNG at a time (multipart), and record p50/p95/p99 latency, requests/s, the error rate and the
 server's peak memory (VmHWM) and CPU time per request (user + system, from /proc: unlike
-latency it does not depend on the clients sharing the cores). A soak (``--soak-seconds``) mixes ``--bad-share`` bad uploads
-(truncated, not an image, empty, unsupported type) into 8 clients: the row records 5xx answers
-(target 0), whether the process survived, and its memory growth. Clients and server share the
+latency it does not depend on the clients sharing the cores). A soak (``--soak-seconds``) mixes
+``--bad-share`` bad uploads (truncated, not an image, empty, unsupported type) into 8 clients: the
+row records 5xx answers (target 0), whether the process survived, and its memory growth. Clients and server share the
 machine's cores, so the figures are a lower bound for a server with its own machine.
 
     python benchmarks/serve.py --run small=/path/run28 --run lite224=/path/run224 --levels 1,8,32

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import keep_predictions, provenance, seed_mean_interval, train_and_evaluate, write_results
 
 from hybridmednet.paths import default_data_root
+from hybridmednet.tune.study import PRUNE_STARTUP, PRUNE_WARMUP, PRUNERS
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "benchmarks" / "spaces" / "medmnist28.yaml"
@@ -152,9 +153,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds of search (this invocation)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="per trial, with early stopping after 5 flat epochs (default: the preset's own budget)")
-    parser.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
-    parser.add_argument("--prune-warmup", type=int, default=5, help="epochs every trial trains before it can be pruned")
-    parser.add_argument("--prune-startup", type=int, default=5, help="trials run unpruned before the median acts")
+    parser.add_argument("--pruner", default="median", choices=PRUNERS)
+    parser.add_argument("--prune-warmup", type=int, default=PRUNE_WARMUP,
+                        help="epochs every trial trains before it can be pruned")
+    parser.add_argument("--prune-startup", type=int, default=PRUNE_STARTUP,
+                        help="trials run unpruned before the median acts")
     parser.add_argument("--constraints", default="latency_ms_p95<=1.5")
     parser.add_argument("--workdir", default=str(ROOT / "runs" / "bench_tune"))
     args = parser.parse_args()

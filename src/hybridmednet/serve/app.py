@@ -250,10 +250,10 @@ def create_app(backends: list[Backend], settings: Settings | None = None) -> Fas
             if explain:
                 result["overlay_png"] = await batchers[backend.name].run_exclusive(_overlay, backend, image, result)
         done = time.perf_counter()
+        timing = {"decode": round((decoded - started) * 1e3, 3), "inference": round((done - decoded) * 1e3, 3),
+                  "total": round((done - started) * 1e3, 3)}
         return JSONResponse({"model": backend.name, "backend": backend.kind, "checkpoint_sha256": backend.checkpoint_sha256,
-                "results": results, "timing_ms": {"decode": round((decoded - started) * 1e3, 3),
-                                                  "inference": round((done - decoded) * 1e3, 3),
-                                                  "total": round((done - started) * 1e3, 3)}})
+                             "results": results, "timing_ms": timing})
 
     @app.get("/", response_class=HTMLResponse)
     async def page():

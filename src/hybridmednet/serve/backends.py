@@ -10,7 +10,6 @@ fitted for the very checkpoint being served.
 from __future__ import annotations
 
 import functools
-
 import json
 from pathlib import Path
 

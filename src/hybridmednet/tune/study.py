@@ -31,9 +31,10 @@ from hybridmednet.utils.io import atomic_write_json
 
 OBJECTIVES = ("val", "params", "latency")
 PRUNERS = ("median", "hyperband", "none")
+PRUNE_WARMUP, PRUNE_STARTUP = 5, 5  # epochs before a trial can be pruned; unpruned trials before the median acts
 
 
-def _pruner(name: str, warmup: int = 5, startup: int = 5):
+def _pruner(name: str, warmup: int = PRUNE_WARMUP, startup: int = PRUNE_STARTUP):
     """``warmup``: epochs every trial trains before it can be stopped (one epoch's val score on a
     small val split is mostly noise: a BreastMNIST study with 1 warm-up epoch pruned 48 of 51
     trials and its best finished trial lost to the untuned default); ``startup``: trials that run
@@ -60,8 +61,8 @@ def _latency_ms(run_dir: Path) -> float:
 
 class Study:
     def __init__(self, config: str, space_path: str, out: str | Path, *, objectives=("val",), storage: str | None = None,
-                 study_name: str | None = None, pruner: str = "median", prune_warmup: int = 5, prune_startup: int = 5,
-                 seed: int = 0, base_overrides=(), device: str | None = None):
+                 study_name: str | None = None, pruner: str = "median", prune_warmup: int = PRUNE_WARMUP,
+                 prune_startup: int = PRUNE_STARTUP, seed: int = 0, base_overrides=(), device: str | None = None):
         import optuna
 
         from hybridmednet.config.loader import load_config
