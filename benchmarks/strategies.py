@@ -9,10 +9,17 @@ selective-scan blocks); ``sequence`` (the image's stage vectors and the text rea
 a BiLSTM, and by a small transformer); the narrative text (the metadata rendered as one clinical
 sentence instead of the phrase template, same MiniLM encoder, concat fusion); and the seed's
 "ConNeXT" (ConvNeXt-Tiny + FPN with the mixture-of-experts head, image only: the multimodal
-classifier replaces a backbone's own head). Not built, so not measured: the dual-expert gate,
-the global-local dual stream and multi-view cross-attention (they need a lesion crop from the
-original image in the data pipeline); MIBF-Net (named by the seed without a definition) and the
-Spine dataset (not available here).
+classifier replaces a backbone's own head). The three view strategies (``model.multimodal.views``,
+``layers/views.py``) read the images at 128 px and cut 64-px views inside the model: the whole
+image area-downsampled, and a lesion crop found without labels (Otsu's threshold on the grey image
+under a centre prior) sampled from the 128-px input. ``global_local``: both views, each through its
+own backbone, their tokens concatenated with the text by concat fusion; ``dual_expert``: a lesion
+expert on the crop and the concat model on the whole image, mixed by a learned per-case gate;
+``multi_view``: whole, lesion and mirrored views through one shared backbone, every token attending
+to every other and to the text tokens (``joint_attention`` fusion), with ``joint_attention`` on the
+single 64-px view as its control. They need the original images, so not the 28-px DermaMNIST
+setting. Not built: MIBF-Net (named by the seed without a definition) and the Spine dataset (not
+available here).
 
     python benchmarks/strategies.py --setting lesion64 --seeds 0,1,2
     python benchmarks/strategies.py --setting official64 --only concat,ssm
@@ -41,7 +48,13 @@ VARIANTS: dict[str, list[str]] = {
     "sequence_transformer": ["model.multimodal.fusion=sequence", "model.multimodal.sequence_reader=transformer"],
     "narrative_concat": ["model.multimodal.fusion=concat", *NARRATIVE],
     "convnext_moe": [*IMAGE_ONLY, "model.name=convnext_tiny_fpn", "model.kwargs={head: moe}"],
+    "joint_attention": ["model.multimodal.fusion=joint_attention"],
+    "global_local": ["data.image_size=128", "model.multimodal.views={strategy: global_local, size: 64}"],
+    "dual_expert": ["data.image_size=128", "model.multimodal.views={strategy: dual_expert, size: 64}"],
+    "multi_view": ["data.image_size=128", "model.multimodal.fusion=joint_attention",
+                   "model.multimodal.views={strategy: multi_view, size: 64, views: [global, lesion, hflip]}"],
 }
+VIEWS = {"global_local", "dual_expert", "multi_view"}  # cut from 128-px originals: not the 28-px DermaMNIST file
 
 
 def main() -> None:
@@ -59,6 +72,9 @@ def main() -> None:
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
         raise SystemExit(f"--only: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+    if args.setting == "official28" and VIEWS & set(names):
+        raise SystemExit(f"--setting official28: {', '.join(sorted(VIEWS & set(names)))} cut a 64-px lesion crop from "
+                         "128-px images, which the 28-px DermaMNIST file does not have; use official64 or lesion64")
     run_setting("strategies", VARIANTS, args.setting, [int(s) for s in args.seeds.split(",")], args.epochs, names,
                 args.results_name or f"strategies_{args.setting}", extra=args.set)
 

@@ -21,6 +21,7 @@ class ModelOutput:
     attention_maps: torch.Tensor | None = None  # (B, h, w) for explanations
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
     image_logits: torch.Tensor | None = None  # multimodal models: the image-only head's logits
+    lesion_logits: torch.Tensor | None = None  # dual-expert multimodal models: the lesion expert's logits
 
 
 def as_output(out) -> ModelOutput:

@@ -12,8 +12,11 @@ from hybridmednet.deploy.export import export_run, read_torchscript_metadata
 from hybridmednet.deploy.metadata import ExportMetadata, read_onnx_metadata
 from hybridmednet.engine.checkpoint import read_meta
 from hybridmednet.errors import DataError, ExportError
+from hybridmednet.layers.modality_fusion import FUSIONS, STAGE_FUSIONS
 
 pytest.importorskip("onnxruntime")
+# every registered fusion but those that refuse export with a reason (tested below)
+EXPORTABLE_FUSIONS = sorted(f for f in FUSIONS if not hasattr(FUSIONS.get(f), "not_exportable")) + sorted(STAGE_FUSIONS)
 
 
 def test_onnx_export_matches_pytorch_and_carries_metadata(trained_run):
@@ -96,8 +99,7 @@ def test_models_with_differently_sized_branches_export_with_a_dynamic_batch(name
     assert report["max_abs_diff"] < 1e-3
 
 
-@pytest.mark.parametrize("fusion", ["concat", "add", "multiply", "gated", "cross_attention", "co_attention",
-                                    "bilinear", "multi_level", "sequence", "clinical_only"])
+@pytest.mark.parametrize("fusion", EXPORTABLE_FUSIONS)
 def test_every_fusion_exports_with_dynamic_batch_and_token_axes(fusion, tmp_path):
     """The parity check runs the file at two batch sizes and token counts other than the traced
     ones; a fusion that reads a size through len() or a Python int traces it into a constant."""

@@ -166,3 +166,24 @@ def test_a_resumed_run_keeps_its_clinical_spec(trained_run, clinical_npz):
     train(load_config(trained_run / "config.yaml", ["train.epochs=3"]), quiet=True, resume=True)
     after = json.loads((trained_run / "checkpoints" / "last.json").read_text())
     assert after["epoch"] == 3 and after["clinical_spec"] == meta["clinical_spec"]
+
+
+@pytest.mark.parametrize("strategy,fusion", [("global_local", "concat"), ("dual_expert", "cross_attention"),
+                                             ("multi_view", "joint_attention")])
+def test_view_strategies_run_from_config_to_onnx(tiny_npz, clinical_npz, tmp_path, strategy, fusion):
+    """A views run is an ordinary run: its backbones are built at the views' size from config, it
+    trains, evaluates and exports with one image input at the data's size."""
+    pytest.importorskip("onnxruntime")
+    cfg = _config(tiny_npz, clinical_npz, tmp_path, fusion=fusion)
+    cfg = load_config(tmp_path / "mm.yaml", ["data.image_size=32", "train.epochs=1",
+                                             f"model.multimodal.views={{strategy: {strategy}, size: 16}}"])
+    train(cfg, quiet=True)
+    assert 0 <= evaluate_run(cfg.run_dir, "test", n_bootstrap=0)["metrics"]["acc"] <= 1
+    report = export_run(cfg.run_dir, "onnx")
+    assert report["max_abs_diff"] < 1e-3 and report["metadata"]["preprocessing"]["image_size"] == 32
+
+
+def test_views_must_divide_the_image_size(tiny_npz, clinical_npz, tmp_path):
+    _config(tiny_npz, clinical_npz, tmp_path)
+    with pytest.raises(ConfigError, match="must divide data.image_size 24"):
+        load_config(tmp_path / "mm.yaml", ["data.image_size=24", "model.multimodal.views={strategy: multi_view, size: 16}"])

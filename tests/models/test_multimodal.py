@@ -1,5 +1,6 @@
 """The multimodal classifier: every fusion x clinical encoder, any image backbone, missing text,
-modality dropout, the auxiliary losses, and EMA copies."""
+modality dropout, the auxiliary losses, EMA copies, and the view strategies (global-local, dual
+expert, multi-view)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import copy
 import pytest
 import torch
 
-from hybridmednet.config.schema import MultimodalConfig
+from hybridmednet.config.schema import MultimodalConfig, ViewsConfig
+from hybridmednet.errors import ConfigError
 from hybridmednet.layers.modality_fusion import FUSIONS, STAGE_FUSIONS
 from hybridmednet.models import create_model
 from hybridmednet.models.multimodal import MultimodalClassifier, clinical_input_names
+from hybridmednet.output import ModelOutput
 
 SPECS = {
     "frozen": {"inputs": "text", "encoder": "minilm", "feature_dim": 12, "layers": [2, -1], "max_tokens": 8},
@@ -119,7 +122,7 @@ def test_input_names_follow_the_spec():
 def test_agreement_loss_is_the_symmetric_kl_single_and_multi_label():
     model = build("concat", "tabular", agreement_weight=1.0, image_loss_weight=0.0)
     img, fused = torch.randn(5, 3), torch.randn(5, 3)
-    out = type("Out", (), {"image_logits": img, "logits": fused})()
+    out = ModelOutput(logits=fused, image_logits=img)
     p, q = img.softmax(1), fused.softmax(1)
     expected = ((p * (p / q).log()).sum(1) + (q * (q / p).log()).sum(1)).mean()
     torch.testing.assert_close(model.aux_losses(out, torch.tensor([0, 1, 2, 0, 1]))["agreement"], expected)
@@ -132,7 +135,7 @@ def test_agreement_loss_is_the_symmetric_kl_single_and_multi_label():
     expected = (kl(p, q) + kl(q, p)).sum(1).mean()
     got = model.aux_losses(out, torch.randint(0, 2, (5, 3)))["agreement"]
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    same = type("Out", (), {"image_logits": img, "logits": img})()
+    same = ModelOutput(logits=img, image_logits=img)
     assert model.aux_losses(same, torch.tensor([0, 1, 2, 0, 1]))["agreement"].abs() < 1e-6
 
 
@@ -165,3 +168,73 @@ def test_the_sequence_fusion_reads_every_stage_and_the_text(reader):
     out = model(torch.randn(4, 3, 16, 16), **clinical_batch(SPECS["frozen"]))
     out.logits.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.stage_proj.parameters())
+
+
+STRATEGIES = {"global_local": "concat", "dual_expert": "concat", "multi_view": "joint_attention"}
+
+
+def build_views(strategy, fusion=None, size=16, **views):
+    def backbone():
+        return create_model("small_cnn", 3, 3, image_size=size, widths=[8, 16, 16, 32])
+
+    cfg = MultimodalConfig(fusion=fusion or STRATEGIES[strategy], dim=16, heads=2, agreement_weight=0.1,
+                           views=ViewsConfig(strategy=strategy, size=size, **views))
+    lesion = backbone() if strategy != "multi_view" else None
+    return MultimodalClassifier(backbone(), 3, SPECS["frozen"] | {"layers": [-1]}, cfg, image_size=size, in_chans=3,
+                                lesion_model=lesion)
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_view_strategies_train_every_parameter_and_read_text_and_image(strategy):
+    torch.manual_seed(0)
+    model = build_views(strategy)
+    spec = SPECS["frozen"] | {"layers": [-1]}
+    x, clinical = torch.randn(4, 3, 32, 32), clinical_batch(spec, present=(1, 1, 1, 1))
+    out = model(x, **clinical)
+    assert out.logits.shape == (4, 3)
+    targets = torch.tensor([0, 1, 2, 0])
+    aux = model.aux_losses(out, targets)
+    assert set(aux) == {"image_ce", "agreement"} | ({"lesion_ce"} if strategy == "dual_expert" else set())
+    (torch.nn.functional.cross_entropy(out.logits, targets) + sum(aux.values())).backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, unused
+    model.eval()
+    with torch.no_grad():
+        without = model(x, **clinical | {"clinical_present": torch.zeros(4)}).logits
+        assert not torch.allclose(model(x, **clinical).logits, without)
+        assert not torch.allclose(model(x, **clinical).logits, model(x.flip(-1), **clinical).logits)
+
+
+def test_the_dual_expert_mixes_the_two_heads_by_its_gate():
+    torch.manual_seed(0)
+    model = build_views("dual_expert").eval()
+    spec = SPECS["frozen"] | {"layers": [-1]}
+    with torch.no_grad():
+        out = model(torch.randn(3, 3, 32, 32), **clinical_batch(spec, b=3, present=(1, 0, 1)))
+        gate = model.last_gate
+        context = model.head(out.features[:, :model.fusion.out_dim])
+    assert gate.shape == (3, 1) and ((gate > 0) & (gate < 1)).all()
+    torch.testing.assert_close(out.logits, gate * out.lesion_logits + (1 - gate) * context)
+
+
+def test_multi_view_tags_each_views_tokens():
+    model = build_views("multi_view", views=["global", "lesion", "hflip", "zoom"])
+    assert model.view_embed.shape == (4, 16) and model.sampler.views == ("global", "lesion", "hflip", "zoom")
+    assert model.lesion is None  # one shared backbone
+
+
+def test_view_configs_that_cannot_work_are_refused():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="reads image stages"):
+        MultimodalConfig(fusion="multi_level", views=ViewsConfig(strategy="global_local"))
+    with pytest.raises(ValidationError, match="read by strategy multi_view only"):
+        ViewsConfig(strategy="dual_expert", views=["global", "zoom"])
+    with pytest.raises(ValidationError, match="crop_min"):
+        ViewsConfig(strategy="multi_view", crop_min=0.8, crop_max=0.5)
+    with pytest.raises(ValidationError, match="listed twice"):
+        ViewsConfig(strategy="multi_view", views=["global", "global"])
+    with pytest.raises(ConfigError, match="needs a second backbone"):
+        cfg = MultimodalConfig(views=ViewsConfig(strategy="global_local", size=16))
+        MultimodalClassifier(create_model("small_cnn", 3, 3, image_size=16), 3, SPECS["tabular"], cfg, image_size=16,
+                             in_chans=3)

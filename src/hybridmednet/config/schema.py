@@ -247,6 +247,39 @@ class DataConfig(StrictModel):
 STAGE_FUSIONS = ("multi_level", "sequence")  # fusions over several image stages (layers/modality_fusion.py)
 
 
+class ViewsConfig(StrictModel):
+    """Several views of each case, cut from its input image inside the model (``layers/views.py``;
+    the lesion box is found without labels: Otsu's threshold on the grey image under a centre
+    prior). ``global_local``: the whole image and the lesion crop, each through its own backbone,
+    their tokens fused with the clinical ones by ``fusion``. ``dual_expert``: a lesion expert (its
+    own backbone on the crop) and a context expert (the whole image + clinical input through
+    ``fusion``), their logits mixed by a learned per-case gate. ``multi_view``: every view in
+    ``views`` through one shared backbone, tagged with a view embedding, all tokens handed to
+    ``fusion`` (``joint_attention`` lets them attend to each other and to the clinical tokens)."""
+
+    strategy: Literal["global_local", "dual_expert", "multi_view"]
+    size: int = Field(64, ge=8, description="side of every view; data.image_size must be a multiple of it (larger: "
+                      "the lesion crop is sampled from more pixels than the whole-image view keeps)")
+    views: list[Literal["global", "lesion", "hflip", "vflip", "zoom"]] | None = Field(
+        None, min_length=2, description="multi_view only (default global, lesion, hflip); the others use global + lesion")
+    crop_min: float = Field(0.4, gt=0, le=1, description="lesion box half-side, as a fraction of the image side: at least")
+    crop_max: float = Field(0.9, gt=0, le=1, description="... and at most")
+    margin: float = Field(1.25, gt=0, description="lesion box half-side = margin x 2 x the dark mask's coordinate sd")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ViewsConfig:
+        if self.crop_min > self.crop_max:
+            raise ValueError(f"model.multimodal.views: crop_min {self.crop_min} > crop_max {self.crop_max}")
+        if self.views is not None and self.strategy != "multi_view":
+            raise ValueError(f"model.multimodal.views.views is read by strategy multi_view only; {self.strategy} "
+                             "always uses the whole image and the lesion crop: remove it")
+        if self.strategy == "multi_view" and self.views is None:
+            self.views = ["global", "lesion", "hflip"]
+        if self.views is not None and len(set(self.views)) != len(self.views):
+            raise ValueError(f"model.multimodal.views.views {self.views}: a view listed twice")
+        return self
+
+
 class MultimodalConfig(StrictModel):
     """Image + clinical fusion (``models/multimodal.py``); the image backbone is ``model.name``."""
 
@@ -255,12 +288,23 @@ class MultimodalConfig(StrictModel):
     dim: int = Field(128, ge=8)
     heads: int = Field(4, ge=1)
     bilinear_rank: int = Field(4, ge=1)
-    fusion_depth: int = Field(1, ge=1, description="ssm: selective-scan blocks; sequence: reader layers")
+    fusion_depth: int = Field(1, ge=1, description="ssm: selective-scan blocks; sequence: reader layers; "
+                              "joint_attention: self-attention blocks")
     sequence_reader: Literal["lstm", "transformer"] = Field("lstm", description="sequence fusion: what reads the stages")
     text_depth: int = Field(2, ge=1, description="scratch text encoder: transformer layers")
     modality_dropout: float = Field(0.0, ge=0, lt=1, description="train: drop the clinical input of this fraction")
     agreement_weight: float = Field(0.0, ge=0, description="symmetric KL between image-only and fused predictions")
-    image_loss_weight: float = Field(0.3, ge=0, description="cross-entropy of the image-only head (keeps it useful)")
+    image_loss_weight: float = Field(0.3, ge=0, description="cross-entropy of the image-only head (keeps it useful); "
+                                     "dual_expert: also of the lesion expert's head")
+    views: ViewsConfig | None = Field(None, description="several views of each case (global-local, dual expert, multi-view)")
+
+    @model_validator(mode="after")
+    def _views_need_a_token_fusion(self) -> MultimodalConfig:
+        if self.views is not None and (self.fusion in STAGE_FUSIONS or self.fusion == "clinical_only"):
+            raise ValueError(f"model.multimodal.views ({self.views.strategy}) hands image tokens to a token fusion; "
+                             f"fusion {self.fusion!r} reads {'image stages' if self.fusion in STAGE_FUSIONS else 'no image'}: "
+                             "choose concat, cross_attention, joint_attention ...")
+        return self
 
 
 class ModelConfig(StrictModel):
@@ -436,6 +480,10 @@ class ExperimentConfig(StrictModel):
             raise ValueError("model.multimodal and data.clinical go together: a multimodal model needs clinical "
                              "inputs, and clinical inputs need a multimodal model")
         clinical, mm = self.data.clinical, self.model.multimodal
+        if mm is not None and mm.views is not None and (self.data.image_size % mm.views.size
+                                                         or self.data.image_size < mm.views.size):
+            raise ValueError(f"model.multimodal.views.size {mm.views.size} must divide data.image_size "
+                             f"{self.data.image_size} (the whole-image view is an exact area downsample)")
         if (mm is not None and mm.fusion not in STAGE_FUSIONS and clinical.inputs == "text"
                 and clinical.text_encoder.kind != "scratch" and len(clinical.text_encoder.layers) > 1):
             # only multi-level fusion reads several text layers; the others would encode and ignore them

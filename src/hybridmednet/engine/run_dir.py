@@ -77,10 +77,16 @@ def build_model_from_config(cfg: ExperimentConfig, num_classes: int, *, pretrain
             raise ConfigError("data.taxonomy (coarse head) is not supported with model.multimodal; remove one of them")
         if clinical_spec is None:
             raise ConfigError("model.multimodal: the clinical inputs' spec is missing (data.clinical, or the checkpoint's)")
+        views = m.multimodal.views
+        size = views.size if views else cfg.data.image_size  # with views, the backbone reads views, not the input
+        image_cfg = cfg.model_copy(update={"model": m.model_copy(update={"multimodal": None}),
+                                           "data": cfg.data.model_copy(update={"image_size": size})})
         image = None if m.multimodal.fusion == "clinical_only" else build_model_from_config(
-            cfg.model_copy(update={"model": m.model_copy(update={"multimodal": None})}), num_classes, pretrained=pretrained)
-        return build_multimodal(image, num_classes, clinical_spec, m.multimodal, image_size=cfg.data.image_size,
-                                in_chans=cfg.data.channels, drop_rate=m.drop_rate)
+            image_cfg, num_classes, pretrained=pretrained)
+        lesion = (build_model_from_config(image_cfg, num_classes, pretrained=pretrained)
+                  if views and views.strategy in ("global_local", "dual_expert") else None)
+        return build_multimodal(image, num_classes, clinical_spec, m.multimodal, image_size=size,
+                                in_chans=cfg.data.channels, drop_rate=m.drop_rate, lesion_model=lesion)
     use_pretrained = m.pretrained if pretrained is None else pretrained
     extra = {"num_coarse": num_coarse} if num_coarse else {}
     try:

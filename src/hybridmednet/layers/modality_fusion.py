@@ -16,7 +16,7 @@ from torch import nn
 from hybridmednet.errors import ConfigError
 from hybridmednet.registry import Registry
 
-__all__ = ["FUSIONS", "STAGE_FUSIONS", "MultiLevelFusion", "SequenceFusion", "TokenAttention", "TransformerBlock",
+__all__ = ["FUSIONS", "STAGE_FUSIONS", "JointAttentionFusion", "MultiLevelFusion", "SequenceFusion", "TokenAttention", "TransformerBlock",
            "create_fusion", "masked_mean"]
 
 FUSIONS: Registry[Callable[..., nn.Module]] = Registry("fusion", "model.multimodal.fusion")
@@ -156,6 +156,30 @@ class CoAttentionFusion(_Fusion):
         img = self.img_to_txt(img_tokens, txt_tokens, txt_mask).mean(1)
         txt = masked_mean(self.txt_to_img(txt_tokens, img_tokens), txt_mask)
         return torch.cat([img, txt], dim=1)
+
+
+@register_fusion("joint_attention")
+class JointAttentionFusion(_Fusion):
+    """Image and clinical tokens as one set (each with a learned modality embedding) through
+    pre-norm self-attention blocks (``fusion_depth``): every token attends to every other, image
+    tokens of several views to each other and to the text (the multi-view strategy); then the
+    image tokens' mean and the real clinical tokens' mean, concatenated."""
+
+    def __init__(self, dim: int, heads: int = 4, depth: int = 1, **_):
+        super().__init__(dim, 2 * dim)
+        self.modality = nn.Parameter(torch.zeros(2, dim))
+        nn.init.trunc_normal_(self.modality, std=0.02)
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, img_tokens, img_vec, txt_tokens, txt_mask, txt_vec):
+        n = img_tokens.shape[1]
+        seq = torch.cat([img_tokens + self.modality[0], txt_tokens + self.modality[1]], dim=1)
+        mask = torch.cat([torch.ones_like(img_tokens[..., 0], dtype=torch.bool), txt_mask], dim=1)
+        for block in self.blocks:
+            seq = block(seq, mask)
+        seq = self.norm(seq)
+        return torch.cat([seq[:, :n].mean(1), masked_mean(seq[:, n:], txt_mask)], dim=1)
 
 
 @register_fusion("bilinear")

@@ -8,6 +8,11 @@ Samples without clinical input (``clinical_present == 0``: no record, or modalit
 training) get a learned 'missing' token instead, so every strategy runs when text is absent. An
 image-only head on the same image features is trained beside the fused one (``image_loss_weight``);
 its prediction is what the symmetric-KL agreement loss (``agreement_weight``) ties the fused one to.
+
+With ``views`` (``layers/views.py``) the backbone reads views cut from the input instead of the
+input itself: ``global_local`` adds a second backbone for the lesion crop and hands both streams'
+tokens to the fusion; ``multi_view`` runs every view through the one backbone; ``dual_expert`` mixes
+a lesion expert's logits with the fused (context) logits by a learned per-case gate.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from hybridmednet.layers.modality_fusion import (
     create_fusion,
     masked_mean,
 )
+from hybridmednet.layers.views import ViewSampler
 from hybridmednet.output import ModelOutput
 
 __all__ = ["MultimodalClassifier", "clinical_input_names", "example_clinical_inputs"]
@@ -217,8 +223,11 @@ def _clinical_encoder(spec: dict, mm) -> tuple[nn.Module, int]:
 
 # --------------------------------------------------------------------------- the classifier
 class MultimodalClassifier(nn.Module):
+    """``lesion_model``: the second backbone of the two-stream view strategies (``global_local``,
+    ``dual_expert``), built like ``image_model``; ``image_size`` is then the views' size."""
+
     def __init__(self, image_model: nn.Module | None, num_classes: int, spec: dict, mm, *, image_size: int,
-                 in_chans: int, drop_rate: float = 0.1):
+                 in_chans: int, drop_rate: float = 0.1, lesion_model: nn.Module | None = None):
         super().__init__()
         self.fusion_name, self.spec = mm.fusion, spec
         self.input_names = clinical_input_names(spec)
@@ -229,11 +238,12 @@ class MultimodalClassifier(nn.Module):
         nn.init.trunc_normal_(self.missing, std=0.02)
         # Stage fusions: one image stage per text layer; a single clinical level goes with 3 image stages.
         self.levels = (text_levels if text_levels > 1 else 3) if mm.fusion in STAGE_FUSIONS else 0
-        self.image = None
+        self.image, self.strategy, self.sampler, self.lesion = None, None, None, None
         if mm.fusion != "clinical_only":
             if image_model is None:
                 raise ConfigError(f"fusion {mm.fusion!r} needs an image backbone")
             self.image = ImageFeatures(image_model, image_size, in_chans, levels=self.levels)
+            self._build_views(mm, image_size, in_chans, lesion_model)
             # Only what a loss reaches is built: DDP fails on parameters without gradients. The
             # image-only head exists for its losses; multi-level fusion reads the stages instead.
             self.image_head = nn.Linear(mm.dim, num_classes) if mm.image_loss_weight or mm.agreement_weight else None
@@ -247,6 +257,54 @@ class MultimodalClassifier(nn.Module):
             self.fusion = create_fusion(mm.fusion, mm.dim, heads=mm.heads, rank=mm.bilinear_rank, depth=mm.fusion_depth)
         self.dropout = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.fusion.out_dim, num_classes)
+        if self.image is not None and self.strategy == "dual_expert":
+            self._build_gate(mm, num_classes)
+
+    def _build_views(self, mm, size: int, in_chans: int, lesion_model: nn.Module | None) -> None:
+        if mm.views is None:
+            return
+        self.strategy = mm.views.strategy
+        if size != mm.views.size:
+            raise ConfigError(f"model.multimodal.views: the backbone was built for {size} px, the views are "
+                              f"{mm.views.size} px")
+        two_stream = self.strategy in ("global_local", "dual_expert")
+        if two_stream and lesion_model is None:
+            raise ConfigError(f"model.multimodal.views.strategy {self.strategy} needs a second backbone (lesion_model)")
+        kinds = ["lesion", "global"] if two_stream else mm.views.views
+        self.sampler = ViewSampler(kinds, mm.views.size, crop_min=mm.views.crop_min, crop_max=mm.views.crop_max,
+                                   margin=mm.views.margin)
+        if two_stream:
+            self.lesion = ImageFeatures(lesion_model, size, in_chans)
+            self.lesion_proj = nn.Sequential(nn.LayerNorm(self.lesion.dim), nn.Linear(self.lesion.dim, mm.dim))
+        if self.strategy != "dual_expert":  # which view a token came from
+            self.view_embed = nn.Parameter(torch.zeros(len(kinds), mm.dim))
+            nn.init.trunc_normal_(self.view_embed, std=0.02)
+
+    def _build_gate(self, mm, num_classes: int) -> None:
+        """Dual expert: the lesion expert's own head and the gate that mixes it with the fused one."""
+        self.lesion_head = nn.Linear(mm.dim, num_classes)
+        self.gate = nn.Sequential(nn.Linear(self.fusion.out_dim + mm.dim, mm.dim), nn.GELU(), nn.Linear(mm.dim, 1))
+        self.last_gate: torch.Tensor | None = None
+
+    def _image_tokens(self, x: torch.Tensor):
+        """Projected image tokens ``(B, N, D)``, their mean, the stage vectors (stage fusions), and
+        the lesion expert's vector (dual expert)."""
+        if self.sampler is None:
+            tokens, stages = self.image(x)
+            img_tokens = None if self.image_proj is None else self.image_proj(tokens)
+            return img_tokens, None if img_tokens is None else img_tokens.mean(1), stages, None
+        views = self.sampler(x)
+        if self.strategy == "multi_view":
+            tokens = self.image_proj(self.image(torch.cat(views, dim=0))[0])  # one backbone pass for every view
+            # (B, views x N, D) by splitting and concatenating: a reshape would trace the batch into a constant
+            img_tokens = torch.cat([t + e for t, e in zip(tokens.chunk(len(views), dim=0), self.view_embed)], dim=1)
+            return img_tokens, img_tokens.mean(1), [], None
+        lesion = self.lesion_proj(self.lesion(views[0])[0])
+        whole = self.image_proj(self.image(views[1])[0])
+        if self.strategy == "dual_expert":  # the context expert reads the whole image; the lesion expert its own
+            return whole, whole.mean(1), [], lesion.mean(1)
+        img_tokens = torch.cat([whole + self.view_embed[1], lesion + self.view_embed[0]], dim=1)
+        return img_tokens, img_tokens.mean(1), [], None
 
     def _clinical_tokens(self, present: torch.Tensor, inputs: dict[str, torch.Tensor]):
         names = self.input_names[1:]
@@ -271,32 +329,43 @@ class MultimodalClassifier(nn.Module):
         if self.image is None:
             fused = self.fusion(None, None, txt_levels[-1], mask, txt_vecs[-1])
             return ModelOutput(logits=self.head(self.dropout(fused)), features=fused)
-        tokens, stages = self.image(x)
-        if self.image_proj is not None:
-            img_tokens = self.image_proj(tokens)
-            img_vec = img_tokens.mean(1)
+        img_tokens, img_vec, stages, lesion_vec = self._image_tokens(x)
         if self.levels:
             img_vecs = [p(s) for p, s in zip(self.stage_proj, stages)]
             fused = self.fusion(img_vecs, txt_vecs)
         else:
             fused = self.fusion(img_tokens, img_vec, txt_levels[-1], mask, txt_vecs[-1])
         image_logits = None if self.image_head is None else self.image_head(self.dropout(img_vec))
-        return ModelOutput(logits=self.head(self.dropout(fused)), features=fused, image_logits=image_logits)
+        logits = self.head(self.dropout(fused))
+        if lesion_vec is None:
+            return ModelOutput(logits=logits, features=fused, image_logits=image_logits)
+        lesion_logits = self.lesion_head(self.dropout(lesion_vec))
+        gate = torch.sigmoid(self.gate(torch.cat([fused, lesion_vec], dim=1)))  # (B, 1): the lesion expert's share
+        self.last_gate = gate.detach()
+        return ModelOutput(logits=gate * lesion_logits + (1 - gate) * logits, features=torch.cat([fused, lesion_vec], dim=1),
+                           image_logits=image_logits, lesion_logits=lesion_logits)
 
     def aux_losses(self, output: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Image-only cross-entropy and the symmetric KL between image-only and fused predictions.
+        """Image-only cross-entropy (and the dual expert's lesion-head cross-entropy, same weight)
+        and the symmetric KL between image-only and fused predictions.
 
         Symmetric KL is ``sum (p - q) * (log p - log q)``: over the classes of a softmax (single
         label), or per class of independent Bernoullis, where ``log p - log q`` over both outcomes
         sums to the logit difference (multi-label); summed over classes, averaged over the batch."""
+        multilabel = targets.ndim == 2
+
+        def task_loss(logits: torch.Tensor) -> torch.Tensor:
+            logits = logits.float()
+            return F.binary_cross_entropy_with_logits(logits, targets.float()) if multilabel else F.cross_entropy(logits, targets)
+
         out = {}
+        if output.lesion_logits is not None and self.image_loss_weight > 0:
+            out["lesion_ce"] = self.image_loss_weight * task_loss(output.lesion_logits)
         if output.image_logits is None:
             return out
         img, fused = output.image_logits.float(), output.logits.float()
-        multilabel = targets.ndim == 2
         if self.image_loss_weight > 0:
-            loss = F.binary_cross_entropy_with_logits(img, targets.float()) if multilabel else F.cross_entropy(img, targets)
-            out["image_ce"] = self.image_loss_weight * loss
+            out["image_ce"] = self.image_loss_weight * task_loss(img)
         if self.agreement_weight > 0:
             if multilabel:
                 sym = (torch.sigmoid(img) - torch.sigmoid(fused)) * (img - fused)
@@ -308,6 +377,6 @@ class MultimodalClassifier(nn.Module):
 
 
 def build_multimodal(image_model: nn.Module | None, num_classes: int, spec: dict, mm, *, image_size: int, in_chans: int,
-                     drop_rate: float) -> MultimodalClassifier:
+                     drop_rate: float, lesion_model: nn.Module | None = None) -> MultimodalClassifier:
     return MultimodalClassifier(image_model, num_classes, spec, mm, image_size=image_size, in_chans=in_chans,
-                                drop_rate=drop_rate)
+                                drop_rate=drop_rate, lesion_model=lesion_model)
