@@ -8,7 +8,7 @@ from scratch: those same runs, the identical recipe, their kept test predictions
 student: the ``dermamnist`` preset plus ``train.distill`` (task CE + the distiller terms),
 checkpoint chosen on val, test read once. Logit and embedding distillers (KD, DKD, RKD, CRD) read
 the teacher's outputs on the clean training images, computed once (``teacher_view: clean``);
-feature-map distillers (FitNet, AT) need the teacher on the student's augmented view
+feature-map distillers (FitNet, AT, ReviewKD) need the teacher on the student's augmented view
 (``teacher_view: augmented``), which costs three teacher forward passes per step.
 
 ``--plan kd@0,dkd@0,kd+fitnet@0,kd@1`` runs (method, seed) pairs in order, one at a time, and
@@ -49,6 +49,7 @@ METHODS = {
     "at": ([{"name": "at", "weight": 1000, "student_layer": "stages.2", "teacher_layer": "stages.2"}], "augmented"),
     "rkd": ([{"name": "rkd", "weight": 1}], "clean"),
     "crd": ([{"name": "crd", "weight": 0.8}], "clean"),
+    "reviewkd": ([{"name": "reviewkd", "weight": 1}], "augmented"),
     "kd+fitnet": ([{"name": "kd", "temperature": 4}, {"name": "fitnet", "weight": 1}], "augmented"),
     "kd+rkd": ([{"name": "kd", "temperature": 4}, {"name": "rkd", "weight": 1}], "clean"),
     "fitnet+rkd": ([{"name": "fitnet", "weight": 1}, {"name": "rkd", "weight": 1}], "augmented"),

@@ -30,7 +30,7 @@ def student_config(teacher_run, name, methods, **distill):
 
 ALL = [{"name": "kd", "temperature": 4}, {"name": "dkd", "weight": 0.5}, {"name": "fitnet", "weight": 0.5},
        {"name": "at", "weight": 100, "student_layer": "stages.2", "teacher_layer": "stages.2"},
-       {"name": "rkd", "weight": 0.1}, {"name": "crd", "weight": 0.2}]
+       {"name": "rkd", "weight": 0.1}, {"name": "crd", "weight": 0.2}, {"name": "reviewkd", "weight": 0.5}]
 
 
 def test_every_distiller_trains_a_student_that_is_an_ordinary_run(trained_run):
@@ -39,12 +39,13 @@ def test_every_distiller_trains_a_student_that_is_an_ordinary_run(trained_run):
     cfg = load_config(raw=student_config(trained_run, "all", ALL))
     summary = train(cfg, quiet=True)
     rows = read_metrics_csv(cfg.run_dir)
-    assert {f"train_{n}" for n in ("kd", "dkd", "fitnet", "at", "rkd", "crd")} <= set(rows[0])
-    assert all(float(rows[0][f"train_{n}"]) > 0 for n in ("kd", "fitnet", "rkd", "crd"))
+    assert {f"train_{n}" for n in ("kd", "dkd", "fitnet", "at", "rkd", "crd", "reviewkd")} <= set(rows[0])
+    assert all(float(rows[0][f"train_{n}"]) > 0 for n in ("kd", "fitnet", "rkd", "crd", "reviewkd"))
     assert summary["distill"]["teachers"][0]["checkpoint_sha256"] == teacher.checkpoint_sha256
     # the best checkpoint is the student alone: the adapters and projection heads stay in `last`
     best = json.loads((cfg.run_dir / "checkpoints" / "best.json").read_text())
-    assert not [k for k in load_file(cfg.run_dir / "checkpoints" / best["weights"]) if "adapter" in k or "proj" in k]
+    assert not [k for k in load_file(cfg.run_dir / "checkpoints" / best["weights"])
+                if "adapter" in k or "proj" in k or "blocks" in k]
     last = json.loads((cfg.run_dir / "checkpoints" / "last.json").read_text())
     assert any(k.startswith("distill.") for k in load_file(cfg.run_dir / "checkpoints" / last["weights"]))
     student = Run.load(cfg.run_dir)
@@ -78,6 +79,9 @@ def test_configuration_errors_name_the_problem(trained_run, tmp_path):
     with pytest.raises(ConfigError, match="holds no trained run"):
         train(load_config(raw=student_config(trained_run, "no_teacher", [{"name": "kd"}], teacher=str(tmp_path))),
               quiet=True)
+    with pytest.raises(ConfigError, match="2 student layers and 3 teacher layers"):
+        train(load_config(raw=student_config(trained_run, "review_pairs", [
+            {"name": "reviewkd", "student_layers": ["stages.2", "stages.3"]}])), quiet=True)
     with pytest.raises(ConfigError, match=r"methods\[0\]\.temperatur"):
         load_config(raw=student_config(trained_run, "typo", [{"name": "kd", "temperatur": 2}]))
 

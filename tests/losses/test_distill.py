@@ -1,11 +1,14 @@
-"""Distillation losses: zero where student equals teacher, the DKD identity, adapter shapes, gradients."""
+"""Distillation losses: zero where student equals teacher, the DKD identity, adapter shapes, gradients,
+ReviewKD's fusion and hierarchical context loss."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hybridmednet.errors import ConfigError
 from hybridmednet.losses.distill import DISTILLERS, StudentView, TeacherView, build_distiller, check_distiller
 from hybridmednet.losses.distill.response import dkd_terms, kl_per_sample
+from hybridmednet.losses.distill.review import hierarchical_context_loss
 
 SHAPES = {"student_channels": 8, "teacher_channels": 8, "student_dim": 16, "teacher_dim": 16}
 
@@ -17,9 +20,13 @@ def views(logits, feature, embedding, members=1):
 
 
 def build(name, **options):
+    shapes = SHAPES
     if "features" in DISTILLERS.info(name)["needs"]:
         options = {"student_layer": "s", "teacher_layer": "t", **options}
-    return build_distiller(name, options, SHAPES, "test")
+    if "stages" in DISTILLERS.info(name)["needs"]:
+        options = {"student_layers": ["s"], "teacher_layers": ["t"], **options}
+        shapes = SHAPES | {"student_channels": [8], "teacher_channels": [8]}
+    return build_distiller(name, options, shapes, "test")
 
 
 @pytest.mark.parametrize("name", ["kd", "dkd", "at", "rkd"])
@@ -108,3 +115,27 @@ def test_options_are_checked():
         check_distiller("dk", {}, "train.distill.methods[0]")
     with pytest.raises(ConfigError, match="set by the framework"):
         check_distiller("fitnet", {"student_channels": 3}, "train.distill.methods[0]")
+
+
+def test_hierarchical_context_loss_is_zero_for_equal_maps_and_weights_the_pyramid():
+    t = torch.randn(2, 4, 8, 8)
+    assert hierarchical_context_loss(t, t).item() == 0
+    shift = t + 1.0  # a constant offset survives every pooling: each term is 1, so the normalised sum is 1
+    assert hierarchical_context_loss(shift, t).item() == pytest.approx(1.0)
+    small = torch.randn(2, 4, 2, 2)  # a 2x2 map: only the 1x1 pooled term is added, weight 1/2
+    expected = (F.mse_loss(small + 1, small) + 0.5 * 1.0) / 1.5
+    assert hierarchical_context_loss(small + 1, small).item() == pytest.approx(expected.item())
+
+
+def test_reviewkd_fuses_three_levels_of_other_sizes_and_trains_every_block():
+    torch.manual_seed(4)
+    review = build_distiller("reviewkd", {"student_layers": ["a", "b", "c"], "teacher_layers": ["x", "y", "z"]},
+                             SHAPES | {"student_channels": [4, 8, 16], "teacher_channels": [6, 12, 24]}, "test")
+    s_feats = {"a": torch.randn(3, 4, 16, 16), "b": torch.randn(3, 8, 8, 8), "c": torch.randn(3, 16, 4, 4)}
+    s_feats = {k: v.requires_grad_() for k, v in s_feats.items()}
+    t_feats = {"x": torch.randn(3, 6, 8, 8), "y": torch.randn(3, 12, 4, 4), "z": torch.randn(3, 24, 2, 2)}
+    loss = review(StudentView(torch.randn(3, 5), s_feats), TeacherView(torch.randn(1, 3, 5), t_feats), None)
+    loss.backward()
+    assert loss.item() > 0 and all(v.grad is not None for v in s_feats.values())
+    assert review.blocks[-1].attention is None  # the deepest level has nothing deeper to fuse
+    assert all(p.grad is not None for p in review.parameters())

@@ -23,11 +23,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from hybridmednet.config.schema import DistillConfig
-from hybridmednet.engine.taps import FeatureTaps, last_spatial_layer, pooled, probe
+from hybridmednet.engine.taps import FeatureTaps, last_spatial_layer, pooled, probe, spatial_stages
 from hybridmednet.errors import CheckpointError, ConfigError
 from hybridmednet.losses.distill import StudentView, TeacherView, build_distiller, distiller_needs
 from hybridmednet.losses.weighting import UncertaintyWeightedLoss
 from hybridmednet.output import ModelOutput, as_output
+
+
+def _as_list(layers: str | list[str]) -> list[str]:
+    return layers if isinstance(layers, list) else [layers]
 
 
 def tap_shapes(model: nn.Module, example: torch.Tensor, names: set[str], extras: dict | None, where: str) -> dict:
@@ -148,11 +152,20 @@ class Distillation(nn.Module):
                     if "features" in needs:
                         options[f"{side}_layer"] = options.get(f"{side}_layer") or defaults[side]
                         layers[side] = options[f"{side}_layer"]
+            if "stages" in needs:
+                for side, model, ex, extras in (("student", student, example, example_extras),
+                                                ("teacher", teacher.model, t_example, t_extras)):
+                    named = options.get(f"{side}_layers")
+                    options[f"{side}_layers"] = list(named or spatial_stages(model, ex, extras, options.get("levels", 3)))
+                    layers[side] = options[f"{side}_layers"]
+                if len(layers["student"]) != len(layers["teacher"]):
+                    raise ConfigError(f"{where}: {len(layers['student'])} student layers and {len(layers['teacher'])} "
+                                      "teacher layers; they are paired level by level, so name as many of each")
             plans.append((method, options, needs, layers, where))
             names.append(method.name if method.name not in names else f"{method.name}_{i}")
         self.names, self.weights = names, [m.weight for m, *_ in plans]
-        student_layers = {p[3]["student"] for p in plans if "student" in p[3]}
-        teacher_layers = {p[3]["teacher"] for p in plans if "teacher" in p[3]}
+        student_layers = {n for p in plans if "student" in p[3] for n in _as_list(p[3]["student"])}
+        teacher_layers = {n for p in plans if "teacher" in p[3] for n in _as_list(p[3]["teacher"])}
         self.embedding_layers = {"student": None, "teacher": None}
         if any("embedding" in p[2] for p in plans):
             self.embedding_layers = {"student": defaults.get("student"), "teacher": defaults.get("teacher")}
@@ -172,9 +185,10 @@ class Distillation(nn.Module):
         for method, options, needs, layers, where in plans:
             shapes = {"student_dim": embedding_dim(s_info, self.embedding_layers["student"]),
                       "teacher_dim": embedding_dim(t_info, self.embedding_layers["teacher"])}
-            if layers:
-                shapes |= {"student_channels": s_info["layers"][layers["student"]][1],
-                           "teacher_channels": t_info["layers"][layers["teacher"]][1]}
+            if layers:  # one channel count per layer for a distiller of several stages
+                shapes |= {f"{side}_channels": [info["layers"][n][1] for n in layers[side]] if "stages" in needs
+                           else info["layers"][layers[side]][1]
+                           for side, info in (("student", s_info), ("teacher", t_info))}
             terms.append(build_distiller(method.name, options, shapes, where))
         self.terms = nn.ModuleList(terms)
         self.weighting = UncertaintyWeightedLoss(["task", *names]) if cfg.learned_weights else None
@@ -239,7 +253,7 @@ def build_distillation(cfg: DistillConfig, student: nn.Module, data, runtime, me
     from hybridmednet.data.preprocess import normalize_batch
 
     if cfg.teacher_view == "clean":
-        spatial = [m.name for m in cfg.methods if "features" in distiller_needs(m.name)]
+        spatial = [m.name for m in cfg.methods if {"features", "stages"} & set(distiller_needs(m.name))]
         if spatial:
             raise ConfigError(f"train.distill: {', '.join(spatial)} compare feature maps of the view both models see; "
                               "with teacher_view: clean the teacher never sees the student's augmented view. Use "

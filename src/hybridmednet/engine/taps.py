@@ -67,6 +67,30 @@ def last_spatial_layer(model: nn.Module, example: torch.Tensor, extras: dict | N
     return spatial[-1]
 
 
+def spatial_stages(model: nn.Module, example: torch.Tensor, extras: dict | None = None, count: int = 3) -> list[str]:
+    """The ``count`` deepest resolutions of a model's feature maps, shallow to deep: for each, the
+    last module (to depth 2, in forward order) whose output is a map of that size (H, W > 1)."""
+    order: list[tuple[str, tuple]] = []
+    handles = [m.register_forward_hook(lambda mod, i, o, n=n: order.append((n, tuple(o.shape)))
+                                       if isinstance(o, torch.Tensor) else None)
+               for n, m in model.named_modules() if n and n.count(".") < 2]
+    try:
+        probe(model, example, extras)
+    finally:
+        for handle in handles:
+            handle.remove()
+    last: dict[tuple, str] = {}
+    for name, shape in order:
+        if len(shape) == 4 and shape[2] > 1 and shape[3] > 1:
+            last.pop(shape[2:], None)  # re-inserted: dict order is then the order each size last appears
+            last[shape[2:]] = name
+    stages = list(last.values())
+    if len(stages) < count:
+        raise ConfigError(f"{type(model).__name__}: {len(stages)} feature-map resolutions, {count} wanted; lower "
+                          f"levels or name the layers (student_layers / teacher_layers) from: {', '.join(layer_names(model))}")
+    return stages[-count:]
+
+
 def probe(model: nn.Module, example: torch.Tensor, extras: dict | None) -> ModelOutput:
     was_training = model.training
     model.eval()

@@ -12,11 +12,15 @@ Registered names (options in their signatures, checked when the config loads):
 - ``fitnet``: feature regression through a learned 1x1 adapter, Romero et al. 2015;
 - ``at``: attention transfer, Zagoruyko & Komodakis 2017;
 - ``rkd``: relational KD (distance + angle), Park et al. 2019;
-- ``crd``: contrastive representation distillation, Tian et al. 2020, with in-batch negatives.
+- ``crd``: contrastive representation distillation, Tian et al. 2020, with in-batch negatives;
+- ``reviewkd``: knowledge review, Chen et al. 2021: several student stages fused deep to shallow
+  (attention-based fusion) and matched to the teacher's stages by the hierarchical context loss.
 
 The framework passes the tap shapes (``student_channels``, ``teacher_channels``,
 ``student_dim``, ``teacher_dim``) to the distillers that declare them, so adapters and
-projection heads are sized from the real models.
+projection heads are sized from the real models; a distiller that reads several stages
+(``needs=("stages",)``, options ``student_layers`` / ``teacher_layers``) gets one channel count
+per layer.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ DISTILLERS: Registry[Callable[..., nn.Module]] = Registry("distiller", "train.di
 
 def register_distiller(name: str, *, needs: tuple[str, ...] = ("logits",)):
     """``needs``: what the distiller reads, among ``logits``, ``features`` (the layers named by its
-    ``student_layer`` / ``teacher_layer`` options) and ``embedding``."""
+    ``student_layer`` / ``teacher_layer`` options), ``stages`` (the lists named by its
+    ``student_layers`` / ``teacher_layers`` options) and ``embedding``."""
     return DISTILLERS.register(name, needs=needs)
 
 
@@ -56,7 +61,7 @@ def build_distiller(name: str, options: dict, shapes: dict[str, int], where: str
     return cls(**{k: v for k, v in shapes.items() if k in declared}, **checked)
 
 
-from hybridmednet.losses.distill import contrastive, feature, relational, response  # noqa: E402,F401 - registration
+from hybridmednet.losses.distill import contrastive, feature, relational, response, review  # noqa: E402,F401 - registration
 
 __all__ = ["DISTILLERS", "StudentView", "TeacherView", "build_distiller", "check_distiller", "distiller_needs",
            "register_distiller"]
