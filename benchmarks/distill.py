@@ -11,6 +11,13 @@ the teacher's outputs on the clean training images, computed once (``teacher_vie
 feature-map distillers (FitNet, AT, ReviewKD) need the teacher on the student's augmented view
 (``teacher_view: augmented``), which costs three teacher forward passes per step.
 
+A second teacher, ``--lite0-teacher RUN`` (``benchmarks/pretrained.py --image-size 128 --keep-runs``):
+the ImageNet-pretrained EfficientNet-Lite0 trained on the HAM10000 JPEGs at 128 px with the
+official DermaMNIST split. Its methods (``lite0:kd`` ...) read its outputs on its own 128-px images
+of the student's training cases (``teacher_view: own_images``; DermaMNIST ids ``split/index`` map to
+HAM10000 ``image_id`` through ``dermamnist_split.csv``), computed once; the split is the same, which
+the engine checks (a teacher trained on a student's val/test case is refused).
+
 ``--plan kd@0,dkd@0,kd+fitnet@0,kd@1`` runs (method, seed) pairs in order, one at a time, and
 rewrites the results after each, so a plan cut short keeps what finished. Rows: intervals of the
 seed-averaged model from kept predictions; the paired difference to the scratch student
@@ -54,20 +61,31 @@ METHODS = {
     "kd+rkd": ([{"name": "kd", "temperature": 4}, {"name": "rkd", "weight": 1}], "clean"),
     "fitnet+rkd": ([{"name": "fitnet", "weight": 1}, {"name": "rkd", "weight": 1}], "augmented"),
     "learned:kd+dkd": ([{"name": "kd", "temperature": 4}, {"name": "dkd", "alpha": 1, "beta": 8, "temperature": 4}], "clean"),
+    "lite0:kd": ([{"name": "kd", "temperature": 4}], "own_images"),
+    "lite0:dkd": ([{"name": "dkd", "alpha": 1, "beta": 8, "temperature": 4}], "own_images"),
+    "lite0:kd+rkd": ([{"name": "kd", "temperature": 4}, {"name": "rkd", "weight": 1}], "own_images"),
 }
+LITE0 = "lite0:"  # methods taught by --lite0-teacher
+# DermaMNIST ids (split/index) -> HAM10000 image_id, for the Lite0 teacher's own images
+LITE0_IDS = {"path": "{data_root}/ham10000/dermamnist_split.csv", "id_template": "{split}/{index}", "column": "image_id"}
 KEYS = ("test_acc", "test_auc", "test_balanced_acc", "test_macro_f1")
 
 
 def describe(method: str) -> str:
     distillers, view = METHODS[method]
     terms = " + ".join(f"{d['name']}" + "".join(f" {k}={v}" for k, v in d.items() if k != "name") for d in distillers)
-    return f"{method}: CE + {terms}" + (", learned weights" if method.startswith("learned:") else "") + f", teacher view {view}"
+    teacher = ", teacher Lite0 128 px on its own images" if method.startswith(LITE0) else f", teacher view {view}"
+    return f"{method}: CE + {terms}" + (", learned weights" if method.startswith("learned:") else "") + teacher
 
 
-def distill_override(method: str, teachers: list[Path]) -> str:
+def distill_override(method: str, teachers: list[Path], lite0: Path | None = None) -> str:
     distillers, view = METHODS[method]
     section = {"teacher": [str(t) for t in teachers], "methods": distillers, "teacher_view": view,
                "learned_weights": method.startswith("learned:")}
+    if method.startswith(LITE0):
+        if lite0 is None:
+            raise SystemExit(f"{method}: needs --lite0-teacher RUN (benchmarks/pretrained.py --image-size 128 --keep-runs DIR)")
+        section |= {"teacher": [str(lite0)], "teacher_ids": LITE0_IDS}
     return "train.distill=" + json.dumps(section)
 
 
@@ -94,6 +112,26 @@ def paired_to_scratch(files: list[str], scratch_files: list[str], class_names: l
     if any(x[0] != a[0][0] for x in a + b):
         raise ValueError("the scratch and distilled predictions score other cases")
     return paired_difference([p for _, p, _ in a], [p for _, p, _ in b], a[0][2], multilabel=False)
+
+
+def lite0_teacher_row(run: Path) -> dict:
+    """The Lite0 teacher on its own test images (the DermaMNIST test cases as 128-px JPEG crops)."""
+    from hybridmednet.engine.ensemble import evaluate_ensemble
+    from hybridmednet.engine.run import Run
+    from hybridmednet.models.profile import count_flops, count_parameters
+
+    started = time.perf_counter()
+    result = evaluate_ensemble([run], "test")
+    m = result["metrics"]
+    loaded = Run.load(run)
+    model, size = loaded.cpu_float_model(), loaded.preprocessing["image_size"]
+    return {"variant": f"teacher: ImageNet-pretrained EfficientNet-Lite0, HAM10000 JPEGs at {size} px (official split)",
+            "seeds": [loaded.config.seed], "model": loaded.config.model.name, "image_size": size,
+            "metrics": {f"test_{k}": m[k] for k in ("acc", "auc", "balanced_acc", "macro_f1")}
+            | {"params_m": count_parameters(model) / 1e6,
+               "gflops": count_flops(model, size, loaded.preprocessing["channels"]) / 1e9},
+            "ci": {f"test_{k}": v for k, v in result["ci95"].items()}, "ci_method": result["ci_method"],
+            "wall_s": round(time.perf_counter() - started, 1)}
 
 
 def teacher_row(scratch: dict, class_names: list[str]) -> dict:
@@ -137,6 +175,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--teacher-runs", required=True, help="folder with the medmnist benchmark's kept dermamnist_s<seed> runs")
     parser.add_argument("--plan", required=True, help="method@seed pairs in order, e.g. kd@0,dkd@0,kd@1")
+    parser.add_argument("--lite0-teacher", type=Path, default=None,
+                        help="the 128-px pretrained Lite0 run (benchmarks/pretrained.py --keep-runs) for the lite0: methods")
     parser.add_argument("--results-name", default="distill_dermamnist28")
     parser.add_argument("--set", action="append", default=[], help="extra overrides for every distilled run (smoke runs)")
     parser.add_argument("--continue", dest="continue_", action="store_true",
@@ -165,6 +205,8 @@ def main() -> None:
                             if (ROOT / r["predictions"]).exists()]
         plan = [(m, s) for m, s in plan if s not in {r["seed"] for r in done.get(m, [])}]
     rows = [teacher_row(scratch, class_names)]
+    if args.lite0_teacher is not None:
+        rows.append(lite0_teacher_row(args.lite0_teacher))
     scratch_interval = seed_mean_interval(scratch["predictions"], class_names)
     per_seed = scratch["payload"]["per_seed"]
     rows.append({"variant": "student from scratch (the medmnist default-recipe runs)", "seeds": [r["seed"] for r in per_seed],
@@ -178,8 +220,8 @@ def main() -> None:
     workdir = tempfile.TemporaryDirectory()
     for method, seed in plan:
         name = f"distill_{method.replace(':', '_').replace('+', '_')}_s{seed}"
-        run = train_and_evaluate(PRESET, name, [f"seed={seed}", distill_override(method, teachers), *args.set],
-                                 workdir.name)
+        run = train_and_evaluate(PRESET, name, [f"seed={seed}", distill_override(method, teachers, args.lite0_teacher),
+                                                *args.set], workdir.name)
         run["seed"] = seed
         run["commit"] = origin["git"]["commit"]
         run["predictions"] = keep_predictions(Path(workdir.name) / name, f"{args.results_name}_{name}")
@@ -196,7 +238,7 @@ def main() -> None:
                    "teacher_latency_note": "the teacher is three copies of the student's architecture: "
                                            "3x its latency and parameters",
                    **origin, "data_sha256": provenance([data_file])["data_sha256"]}
-        write_results(args.results_name, payload, [common | r for r in rows + method_rows])
+        write_results(args.results_name, payload, [common | r for r in rows + method_rows])  # a row's own model/size wins
     workdir.cleanup()
     print(f"wrote {RESULTS / args.results_name}.json")
 

@@ -8,11 +8,15 @@ checkpoint is chosen on val and test is evaluated once.
 
     python benchmarks/pretrained.py --epochs 10
     python benchmarks/pretrained.py --image-size 128 --epochs 8 --variants pretrained   # the 128-px target
+
+``--keep-runs DIR`` copies each trained run to ``DIR/lite0_<variant>_<size>`` (the 128-px pretrained
+run is the distillation benchmark's ``--lite0-teacher``).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -36,6 +40,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--variants", default="pretrained,scratch", help=f"comma list from {sorted(VARIANTS)}")
+    parser.add_argument("--keep-runs", default=None, help="copy each trained run into this folder")
     args = parser.parse_args()
     common = ["model.name=efficientnet_lite0", f"data.image_size={args.image_size}", f"train.epochs={args.epochs}",
               f"train.lr={args.lr}", "train.early_stopping_patience=null"]
@@ -49,6 +54,9 @@ def main() -> None:
         overrides = VARIANTS[name]
         with tempfile.TemporaryDirectory() as out:
             row = train_and_evaluate(PRESET, f"lite0_{name}", [*common, *overrides], out)
+            if args.keep_runs:
+                shutil.copytree(Path(out) / f"lite0_{name}", Path(args.keep_runs) / f"lite0_{name}_{args.image_size}",
+                                dirs_exist_ok=True)
         row["gap_to_target"] = {k: row["metrics"][k] - t for k, t in target.items()}
         variants[name] = row
         rows.append({"benchmark": "pretrained", "dataset": dataset, "image_size": args.image_size,

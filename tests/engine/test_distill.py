@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -82,6 +83,9 @@ def test_configuration_errors_name_the_problem(trained_run, tmp_path):
     with pytest.raises(ConfigError, match="2 student layers and 3 teacher layers"):
         train(load_config(raw=student_config(trained_run, "review_pairs", [
             {"name": "reviewkd", "student_layers": ["stages.2", "stages.3"]}])), quiet=True)
+    with pytest.raises(ConfigError, match="set teacher_view: own_images or remove teacher_ids"):
+        load_config(raw=student_config(trained_run, "ids", [{"name": "kd"}], teacher_view="clean",
+                                       teacher_ids={"path": "m.csv", "id_template": "{case}", "column": "id"}))
     with pytest.raises(ConfigError, match=r"methods\[0\]\.temperatur"):
         load_config(raw=student_config(trained_run, "typo", [{"name": "kd", "temperatur": 2}]))
 
@@ -132,3 +136,55 @@ def test_two_epoch_distillation_under_ddp(trained_run, tmp_path):
     summary = json.loads((tmp_path / "runs" / "ddp_student" / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["epochs_run"] == 2 and summary["distill"]["methods"] == ["kd", "fitnet"]
     assert "train_fitnet" in read_metrics_csv(tmp_path / "runs" / "ddp_student")[0]
+
+
+def _student_on_other_files(teacher_run, tmp_path, *, leak: bool = False):
+    """The teacher's cases saved again as 12-px PNGs under other ids (``case_<split>_<i>``), with a
+    CSV mapping them to the teacher's ids (``<split>/<i>``): a student on another file of the same
+    cases. ``leak``: the student's first test case is mapped onto a teacher training case."""
+    from PIL import Image
+
+    names = Run.load(teacher_run).class_names
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    rows, mapping = ["case,file,label,split"], ["case,teacher_id"]
+    with np.load(teacher_run.parent.parent / "tinymnist.npz") as arrays:
+        for split in ("train", "val", "test"):
+            for i, (image, label) in enumerate(zip(arrays[f"{split}_images"], arrays[f"{split}_labels"][:, 0])):
+                case = f"case_{split}_{i}"
+                Image.fromarray(image).resize((12, 12)).save(folder / f"{case}.png")
+                rows.append(f"{case},{case}.png,{names[label]},{split}")
+                teacher_id = "train/0" if leak and split == "test" and i == 0 else f"{split}/{i}"
+                mapping.append(f"{case},{teacher_id}")
+    (tmp_path / "cases.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "map.csv").write_text("\n".join(mapping) + "\n")
+    raw = student_config(teacher_run, "own_images_leak" if leak else "own_images",
+                         [{"name": "kd", "temperature": 2}, {"name": "rkd", "weight": 0.1}],
+                         teacher_view="own_images",
+                         teacher_ids={"path": str(tmp_path / "map.csv"), "id_template": "{case}", "column": "teacher_id"})
+    raw["data"]["source"] = {"kind": "csv", "path": str(tmp_path / "cases.csv"), "image_root": str(folder),
+                             "path_template": "{file}", "id_column": "case", "label_column": "label",
+                             "class_names": names, "split_column": "split"}
+    raw["data"]["image_size"] = 12
+    return load_config(raw=raw)
+
+
+def test_a_teacher_reads_its_own_images_of_the_students_cases(trained_run, tmp_path):
+    from hybridmednet.data.pipeline import prepare_data
+    from hybridmednet.engine.distill import own_images
+
+    cfg = _student_on_other_files(trained_run, tmp_path)
+    student = prepare_data(cfg.data)
+    teacher = Run.load(trained_run)
+    images = own_images(teacher, cfg.train.distill.teacher_ids, student)
+    own = teacher.prepare(("train",)).splits["train"]
+    order = [int(case.rsplit("_", 1)[1]) for case in student.splits["train"].ids]
+    assert images.shape[1:3] == (16, 16) and np.array_equal(images, own.images[order])  # 16-px originals, student order
+    summary = train(cfg, quiet=True)
+    assert summary["distill"]["methods"] == ["kd", "rkd"]
+    assert float(read_metrics_csv(cfg.run_dir)[0]["train_kd"]) > 0
+
+
+def test_a_teacher_trained_on_the_students_test_case_is_refused(trained_run, tmp_path):
+    with pytest.raises(ConfigError, match="trained on 1 of the student's val/test cases"):
+        train(_student_on_other_files(trained_run, tmp_path, leak=True), quiet=True)

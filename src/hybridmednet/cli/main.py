@@ -377,11 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trained run directory; repeat for a seed ensemble (mean of softened probabilities)")
     p.add_argument("--method", action="append", required=True, metavar="NAME[:KEY=VALUE,...]",
                    help="a distiller and its options, e.g. kd:temperature=4 or fitnet:weight=0.5,student_layer=stages.2; "
-                        "repeat to combine (kd, dkd, fitnet, at, rkd, crd)")
+                        "repeat to combine (kd, dkd, fitnet, at, rkd, crd, reviewkd)")
     p.add_argument("--learned-weights", action="store_true", help="uncertainty-weight the task and distill terms")
-    p.add_argument("--teacher-view", choices=["augmented", "clean"], default=None,
+    p.add_argument("--teacher-view", choices=["augmented", "clean", "own_images"], default=None,
                    help="augmented (default): the teacher reads the student's augmented batch; clean: its outputs on "
-                        "the un-augmented training images, computed once")
+                        "the un-augmented training images, computed once; own_images: the same, on the teacher's own "
+                        "data's images of those cases (ids mapped by train.distill.teacher_ids, set in the config)")
     training_flags(p)
     p.set_defaults(func=cmd_distill)
 

@@ -357,19 +357,39 @@ class DistillMethodConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class TeacherIdsConfig(MetadataTableConfig):
+    """``teacher_view: own_images`` with other ids on the two sides: each row of ``path`` gives a
+    student id (``id_template``, e.g. ``"{split}/{index}"`` for a MedMNIST file) and the teacher's
+    id of the same case (``column``, e.g. ``image_id`` for the HAM10000 JPEGs)."""
+
+    column: str
+
+
 class DistillConfig(StrictModel):
     """Train the student (this config's model) against a frozen teacher run or seed ensemble
     (``engine/distill.py``). ``teacher_view: augmented``: the teacher reads the student's
     augmented batch (same flips and crops), resized to its own image size and renormalised with
     its own mean/std. ``clean``: the teacher's outputs on the un-augmented training images are
-    computed once and reused every epoch (cheaper; logit and embedding distillers only)."""
+    computed once and reused every epoch (cheaper; logit and embedding distillers only).
+    ``own_images``: like ``clean``, but the teacher reads its own data's images of the same cases
+    (e.g. the 600x450 HAM10000 JPEGs at 128 px behind a 28-px DermaMNIST student), matched by id
+    (``teacher_ids`` when the two sides name cases differently)."""
 
     teacher: str | list[str] = Field(description="a trained run directory, or several (a seed ensemble)")
     methods: list[DistillMethodConfig] = Field(min_length=1)
     learned_weights: bool = Field(False, description="uncertainty weighting (Kendall et al.) of task + distill terms")
     task_weight: float = Field(1.0, ge=0, description="weight of the task loss (CE ...) beside the distillers")
     checkpoint: Literal["best", "last"] = "best"
-    teacher_view: Literal["augmented", "clean"] = "augmented"
+    teacher_view: Literal["augmented", "clean", "own_images"] = "augmented"
+    teacher_ids: TeacherIdsConfig | None = Field(None, description="own_images: student id -> teacher id (default: "
+                                                 "the same ids)")
+
+    @model_validator(mode="after")
+    def _ids_need_own_images(self) -> DistillConfig:
+        if self.teacher_ids is not None and self.teacher_view != "own_images":
+            raise ValueError(f"train.distill.teacher_ids maps ids to the teacher's own images; teacher_view is "
+                             f"{self.teacher_view!r}: set teacher_view: own_images or remove teacher_ids")
+        return self
 
     @field_validator("teacher")
     @classmethod
@@ -494,9 +514,10 @@ class ExperimentConfig(StrictModel):
     @model_validator(mode="after")
     def _clean_teacher_views_cannot_mix(self) -> ExperimentConfig:
         distill = self.train.distill
-        if self.train.mix is not None and distill is not None and distill.teacher_view == "clean":
-            raise ValueError("train.mix with train.distill.teacher_view: clean would distil the teacher's answer for "
-                             "the clean image onto a mixed one; use teacher_view: augmented (the teacher sees the mix)")
+        if self.train.mix is not None and distill is not None and distill.teacher_view != "augmented":
+            raise ValueError(f"train.mix with train.distill.teacher_view: {distill.teacher_view} would distil the "
+                             "teacher's answer for the clean image onto a mixed one; use teacher_view: augmented "
+                             "(the teacher sees the mix)")
         return self
 
     @model_validator(mode="after")

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from hybridmednet.config.schema import DistillConfig
 from hybridmednet.engine.taps import FeatureTaps, last_spatial_layer, pooled, probe, spatial_stages
-from hybridmednet.errors import CheckpointError, ConfigError
+from hybridmednet.errors import CheckpointError, ConfigError, DataError
 from hybridmednet.losses.distill import StudentView, TeacherView, build_distiller, distiller_needs
 from hybridmednet.losses.weighting import UncertaintyWeightedLoss
 from hybridmednet.output import ModelOutput, as_output
@@ -218,14 +219,42 @@ class Distillation(nn.Module):
             logits.append(member_logits.float())
             emb = self._embedding(out, features, "teacher")
             embeddings.append(emb.float() if emb is not None else None)
-        self.register_buffer("cached_logits", torch.cat(logits, dim=1), persistent=False)
+        self._keep(torch.cat(logits, dim=1), embeddings)
+
+    def cache_own_images(self, data, ids_cfg, runtime, batch_size: int) -> None:
+        """``teacher_view: own_images``: each member reads its own data's images of the student's
+        training cases (its size, resize and normalisation), computed once, in the student's order."""
+        from hybridmednet.engine.inference import batches
+
+        logits, embeddings = [], []
+        for i, run in enumerate(self.teacher.runs):
+            images = own_images(run, ids_cfg, data)
+            member, member_emb = [], []
+            p = run.preprocessing
+            for _, x, _ in batches(images, p["mean"], p["std"], runtime, batch_size, None):
+                with runtime.autocast(), torch.no_grad():
+                    if i == 0 and self.teacher.taps is not None:
+                        with self.teacher.taps.capture() as captured:
+                            out = as_output(run.model(x))
+                        emb = self._embedding(out, dict(captured), "teacher")
+                        member_emb.append(emb.float() if emb is not None else None)
+                    else:
+                        out = as_output(run.model(x))
+                member.append(out.logits.float())
+            logits.append(torch.cat(member))
+            embeddings = embeddings or member_emb
+        self._keep(torch.stack(logits), embeddings)
+
+    def _keep(self, member_logits: torch.Tensor, embeddings: list) -> None:
+        """The cached teacher outputs: ``(M, N, C)`` member logits and the ``(N, D)`` embedding."""
+        self.register_buffer("cached_logits", member_logits, persistent=False)
         self.cached_embedding = torch.cat(embeddings) if embeddings and embeddings[0] is not None else None
 
     def forward(self, task_loss: torch.Tensor, student_out: ModelOutput, x: torch.Tensor, targets: torch.Tensor,
                 clinical: dict, index: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         s_features = dict(self.student_taps.outputs)
         student = StudentView(student_out.logits, s_features, self._embedding(student_out, s_features, "student"))
-        if index is not None:  # teacher_view: clean
+        if index is not None:  # teacher_view: clean or own_images
             index = index.to(self.cached_logits.device)
             embedding = self.cached_embedding[index] if self.cached_embedding is not None else None
             teacher = TeacherView(self.cached_logits[:, index], {}, embedding)
@@ -247,19 +276,52 @@ class Distillation(nn.Module):
         return {n: float(torch.exp(-s)) for n, s in zip(self.weighting.names, self.weighting.log_vars.detach())}
 
 
+def own_images(run, ids_cfg, data) -> np.ndarray:
+    """The teacher run's own images (its data config, size and resize) of the student's training
+    cases, in the student's order. Refused: a student training case the teacher's data lacks, and
+    a teacher trained on any of the student's val/test cases (its soft labels would carry them into
+    the student's training)."""
+    from hybridmednet.data.metadata import load_metadata_rows
+
+    def teacher_ids(ids: list[str]) -> list[str | None]:
+        if ids_cfg is None:
+            return list(ids)
+        return load_metadata_rows(ids_cfg, list(ids), [ids_cfg.column], key="train.distill.teacher_ids")[ids_cfg.column]
+
+    own = run.prepare(("train", "val", "test"))
+    where = {case: (name, k) for name, part in own.splits.items() for k, case in enumerate(part.ids)}
+    train = data.splits["train"]
+    wanted = teacher_ids(train.ids)
+    missing = [s for s, t in zip(train.ids, wanted) if t not in where]
+    if missing:
+        raise DataError(f"train.distill (teacher_view: own_images): {len(missing)} of the student's {len(wanted)} "
+                        f"training cases have no image in the teacher's data ({own.source}), e.g. {missing[:3]}; "
+                        "check train.distill.teacher_ids (or the teacher's data.max_samples_per_split)")
+    held_out = [t for name in ("val", "test") if name in data.splits for t in teacher_ids(data.splits[name].ids)]
+    leaked = sorted({t for t in held_out if t in where and where[t][0] == "train"})
+    if leaked:
+        raise ConfigError(f"train.distill.teacher {run.path}: trained on {len(leaked)} of the student's val/test cases "
+                          f"(e.g. {leaked[:3]}); its soft labels would carry them into the student's training. Use a "
+                          "teacher whose split keeps the student's val and test cases out of its training split")
+    return np.stack([own.splits[name].images[k] for name, k in (where[t] for t in wanted)])
+
+
 def build_distillation(cfg: DistillConfig, student: nn.Module, data, runtime, mean: list[float],
                        std: list[float], channels: int, batch_size: int = 256) -> Distillation:
     """The teacher and the distillers for this student, sized by one probe forward pass."""
     from hybridmednet.data.preprocess import normalize_batch
 
-    if cfg.teacher_view == "clean":
+    if cfg.teacher_view != "augmented":
         spatial = [m.name for m in cfg.methods if {"features", "stages"} & set(distiller_needs(m.name))]
         if spatial:
             raise ConfigError(f"train.distill: {', '.join(spatial)} compare feature maps of the view both models see; "
-                              "with teacher_view: clean the teacher never sees the student's augmented view. Use "
-                              "teacher_view: augmented")
+                              f"with teacher_view: {cfg.teacher_view} the teacher never sees the student's augmented "
+                              "view. Use teacher_view: augmented")
     teacher = Teacher(cfg, runtime.device, class_names=data.class_names, channels=channels,
                       clinical_spec=data.clinical_spec, multilabel=data.multilabel)
+    if cfg.teacher_view == "own_images" and teacher.uses_clinical:
+        raise ConfigError("train.distill.teacher_view own_images: the teacher is multimodal; its clinical inputs would "
+                          "have to be joined to its own images as well (not supported): use clean or augmented")
     train = data.splits["train"]
     example = normalize_batch(torch.from_numpy(train.images[:2]).permute(0, 3, 1, 2).to(runtime.device), mean, std)
     extras = None
@@ -268,4 +330,6 @@ def build_distillation(cfg: DistillConfig, student: nn.Module, data, runtime, me
     distillation = Distillation(cfg, student, teacher, example, extras, mean, std).to(runtime.device)
     if cfg.teacher_view == "clean":
         distillation.cache_clean(train.images, train.clinical, runtime, batch_size)
+    elif cfg.teacher_view == "own_images":
+        distillation.cache_own_images(data, cfg.teacher_ids, runtime, batch_size)
     return distillation

@@ -185,7 +185,7 @@ class Trainer:
                                          d.spatial_dims)
         distill = self.cfg.train.distill
         self.dataset = ArrayDataset(train.images, train.targets, transform, seed=self.cfg.seed, extras=train.clinical,
-                                    return_index=distill is not None and distill.teacher_view == "clean")
+                                    return_index=distill is not None and distill.teacher_view != "augmented")
         weights = balanced_weights(train.targets) if d.balanced_sampling else None
         self.sampler = EpochSampler(len(train), seed=self.cfg.seed, weights=weights,
                                     rank=self.rt.rank, world_size=self.rt.world_size)
