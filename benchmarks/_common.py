@@ -37,7 +37,16 @@ def machine() -> dict:
     import torch
 
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform()}
+            "torch": torch.__version__, "platform": platform.platform(), "auto_precision": _auto_precision()}
+
+
+def _auto_precision() -> str:
+    """What ``train.precision: auto`` trains in on this machine (bf16 where the CPU has it)."""
+    import torch
+
+    from hybridmednet.engine.runtime import resolve_precision
+
+    return str(resolve_precision("auto", torch.device("cpu"))[0] or "fp32").replace("torch.", "")
 
 
 def git_state() -> dict:
@@ -55,16 +64,18 @@ def provenance(data_files: list[str | Path]) -> dict:
 
 
 def row_provenance(payload: dict, precision: dict | None = None) -> dict:
-    """The provenance one summary row carries, from its results file's top-level record."""
-    from hybridmednet.engine.runtime import resolve_precision
-
-    import torch
-
-    train_precision = resolve_precision("auto", torch.device("cpu"))[0]
+    """The provenance one summary row carries, from its results file's top-level record. The
+    training precision is the one ``auto`` meant on the machine that wrote the file (recorded in its
+    ``machine``); a file from before that was recorded, rewritten on another machine, says so
+    instead of borrowing this machine's."""
     git, machine_info = payload.get("git", {}), payload.get("machine", {})
+    train_precision = machine_info.get("auto_precision")
+    if train_precision is None:
+        same_machine = not machine_info or machine_info.get("cpu") == machine()["cpu"]
+        train_precision = _auto_precision() if same_machine else "unrecorded (auto, on the machine named in the file)"
     return {"commit": git.get("commit"), "dirty": git.get("dirty"), "command": payload.get("command"),
             "data_sha256": payload.get("data_sha256"),
-            "precision": precision or {"train": str(train_precision or "fp32").replace("torch.", ""), "eval": "fp32"},
+            "precision": precision or {"train": train_precision, "eval": "fp32"},
             "threads": machine_info.get("torch_threads")}
 
 

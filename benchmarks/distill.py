@@ -39,7 +39,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, keep_predictions, provenance, seed_mean_interval, train_and_evaluate, write_results
+from _common import (
+    RESULTS,
+    SUMMARY,
+    keep_predictions,
+    provenance,
+    runs_provenance,
+    seed_mean_interval,
+    train_and_evaluate,
+    write_results,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "configs" / "dermamnist.yaml"
@@ -150,7 +159,9 @@ def teacher_row(scratch: dict, class_names: list[str]) -> dict:
             "wall_s": round(sum(r["wall_s"] for r in per_seed) + time.perf_counter() - started, 1)}
 
 
-def method_row(method: str, done: list[dict], scratch: dict, class_names: list[str], latency: float | None) -> dict:
+def method_row(method: str, done: list[dict], scratch: dict, class_names: list[str], latency: float | None,
+               payload: dict) -> dict:
+    """A method's row over its finished seeds, with the provenance of those runs (never restamped)."""
     files = [d["predictions"] for d in done]
     interval = seed_mean_interval(files, class_names)
     paired = paired_to_scratch(files, scratch["predictions"], class_names)
@@ -168,12 +179,32 @@ def method_row(method: str, done: list[dict], scratch: dict, class_names: list[s
     return {"variant": describe(method), "seeds": [d["seed"] for d in done], "metrics": metrics, "ci": ci,
             "ci_method": interval["ci_method"] + "; differences: " + paired["ci_method"]
             + f" against the {len(scratch['predictions'])}-seed scratch student",
-            "wall_s": round(sum(d["wall_s"] for d in done), 1)}
+            "wall_s": round(sum(d["wall_s"] for d in done), 1), **runs_provenance(payload, done)}
+
+
+def earlier_teacher_row() -> dict | None:
+    """Without ``--teacher-runs``: the small_cnn ensemble's row as the index holds it (its own
+    provenance), so a run of only the Lite0 methods keeps it."""
+    index = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else []
+    kept = [r for r in index if r["benchmark"] == "distill" and r["variant"].startswith("teacher: ")
+            and r["model"] == "small_cnn"]
+    return {k: v for k, v in kept[0].items() if k != "results_file"} if kept else None
+
+
+def class_names_of(prediction_file: str) -> list[str]:
+    """The classes of a kept predictions file, from its ``prob_<class>`` columns."""
+    import gzip
+
+    with gzip.open(ROOT / prediction_file, "rt") as handle:
+        header = handle.readline().strip().split(",")
+    return [c.removeprefix("prob_") for c in header if c.startswith("prob_")]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--teacher-runs", required=True, help="folder with the medmnist benchmark's kept dermamnist_s<seed> runs")
+    parser.add_argument("--teacher-runs", default=None,
+                        help="folder with the medmnist benchmark's kept dermamnist_s<seed> runs (the small_cnn ensemble "
+                             "teacher; without it only lite0: methods run and its row is kept from the index)")
     parser.add_argument("--plan", required=True, help="method@seed pairs in order, e.g. kd@0,dkd@0,kd@1")
     parser.add_argument("--lite0-teacher", type=Path, default=None,
                         help="the 128-px pretrained Lite0 run (benchmarks/pretrained.py --keep-runs) for the lite0: methods")
@@ -184,15 +215,18 @@ def main() -> None:
                              "and their own commit) and add the plan's runs to them")
     args = parser.parse_args()
     origin = provenance([])
-    teachers = sorted(Path(args.teacher_runs).glob("dermamnist_s*"))
-    if not teachers:
+    teachers = sorted(Path(args.teacher_runs).glob("dermamnist_s*")) if args.teacher_runs else []
+    if args.teacher_runs and not teachers:
         raise SystemExit(f"{args.teacher_runs}: no dermamnist_s<seed> runs; run benchmarks/medmnist.py --keep-runs first")
     plan = [(m, int(s)) for m, s in (item.split("@") for item in args.plan.split(","))]
     unknown = sorted({m for m, _ in plan} - set(METHODS))
     if unknown:
         raise SystemExit(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    needs_ensemble = sorted({m for m, _ in plan if not m.startswith(LITE0)})
+    if needs_ensemble and not teachers:
+        raise SystemExit(f"{', '.join(needs_ensemble)}: taught by the small_cnn ensemble; pass --teacher-runs")
     scratch = scratch_side(teachers)
-    class_names = json.loads((teachers[0] / "checkpoints" / "best.json").read_text())["class_names"]
+    class_names = class_names_of(scratch["predictions"][0])
     from hybridmednet.config.loader import load_config
 
     data_file = Path(load_config(PRESET).data.source.root) / "dermamnist.npz"
@@ -201,10 +235,12 @@ def main() -> None:
     if args.continue_ and previous.exists():
         earlier = json.loads(previous.read_text())
         for method, runs in earlier["runs"].items():
-            done[method] = [r | {"commit": r.get("commit", earlier["git"]["commit"])} for r in runs
-                            if (ROOT / r["predictions"]).exists()]
+            missing = [r["seed"] for r in runs if "git" not in r or "command" not in r]
+            if missing:
+                raise SystemExit(f"{previous}: {method} seed(s) {missing} record no commit and command of their own")
+            done[method] = [r for r in runs if (ROOT / r["predictions"]).exists()]
         plan = [(m, s) for m, s in plan if s not in {r["seed"] for r in done.get(m, [])}]
-    rows = [teacher_row(scratch, class_names)]
+    rows = [teacher_row(scratch, class_names)] if teachers else [r for r in [earlier_teacher_row()] if r]
     if args.lite0_teacher is not None:
         rows.append(lite0_teacher_row(args.lite0_teacher))
     scratch_interval = seed_mean_interval(scratch["predictions"], class_names)
@@ -222,22 +258,22 @@ def main() -> None:
         name = f"distill_{method.replace(':', '_').replace('+', '_')}_s{seed}"
         run = train_and_evaluate(PRESET, name, [f"seed={seed}", distill_override(method, teachers, args.lite0_teacher),
                                                 *args.set], workdir.name)
-        run["seed"] = seed
-        run["commit"] = origin["git"]["commit"]
+        run |= {"seed": seed, "commit": origin["git"]["commit"], "git": origin["git"], "command": origin["command"]}
         run["predictions"] = keep_predictions(Path(workdir.name) / name, f"{args.results_name}_{name}")
         if latency is None:  # every student is the same small_cnn: one export and timing stands for all
             latency = onnx_latency(Path(workdir.name) / name)
         done.setdefault(method, []).append(run)
         m = run["metrics"]
         print(f"{method} seed {seed}: test acc {m['test_acc']:.4f} auc {m['test_auc']:.4f}; {run['wall_s']:.0f} s", flush=True)
-        method_rows = [method_row(k, v, scratch, class_names, latency) for k, v in done.items()]
         common = {"benchmark": "distill", "dataset": DATASET, "image_size": 28, "model": "small_cnn"}
         payload = {"benchmark": "distill", "dataset": DATASET, "protocol": __doc__.split("\n\n")[1], "plan": args.plan, "overrides": args.set,
-                   "teachers": [str(t.name) for t in teachers], "runs": done, "rows": rows + method_rows,
+                   "teachers": [str(t.name) for t in teachers], "runs": done,
                    "target": TARGET, "anchor": ANCHOR, "onnx_latency_ms_p50_student": latency,
-                   "teacher_latency_note": "the teacher is three copies of the student's architecture: "
+                   "teacher_latency_note": "the small_cnn teacher is three copies of the student's architecture: "
                                            "3x its latency and parameters",
                    **origin, "data_sha256": provenance([data_file])["data_sha256"]}
+        method_rows = [method_row(k, v, scratch, class_names, latency, payload) for k, v in done.items()]
+        payload["rows"] = rows + method_rows
         write_results(args.results_name, payload, [common | r for r in rows + method_rows])  # a row's own model/size wins
     workdir.cleanup()
     print(f"wrote {RESULTS / args.results_name}.json")

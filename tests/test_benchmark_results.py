@@ -35,6 +35,15 @@ def test_new_rows_are_stamped_and_earlier_rows_keep_theirs(tmp_path, monkeypatch
     assert set(rows["v2"]["provenance"]) >= {"commit", "dirty", "command", "data_sha256", "precision", "threads"}
 
 
+def test_the_training_precision_is_the_writing_machines_not_this_ones():
+    recorded = {"git": {}, "machine": {"cpu": "Some CPU", "auto_precision": "fp32"}}
+    assert _common.row_provenance(recorded)["precision"]["train"] == "fp32"
+    older = {"git": {}, "machine": {"cpu": "a CPU of another machine"}}  # written before the field existed
+    assert _common.row_provenance(older)["precision"]["train"].startswith("unrecorded")
+    here = {"git": {}, "machine": _common.machine()}
+    assert here["machine"]["auto_precision"] in ("fp32", "bfloat16", "float16")
+
+
 def test_every_committed_row_carries_its_own_provenance():
     rows = json.loads((REPO / "benchmarks" / "results" / "summary.json").read_text())
     missing = [(r["benchmark"], r["variant"]) for r in rows if not r.get("provenance")]
