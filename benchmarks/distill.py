@@ -83,7 +83,7 @@ KEYS = ("test_acc", "test_auc", "test_balanced_acc", "test_macro_f1")
 def describe(method: str) -> str:
     distillers, view = METHODS[method]
     terms = " + ".join(f"{d['name']}" + "".join(f" {k}={v}" for k, v in d.items() if k != "name") for d in distillers)
-    teacher = ", teacher Lite0 128 px on its own images" if method.startswith(LITE0) else f", teacher view {view}"
+    teacher = ", teacher Lite0 (--lite0-teacher) on its own images" if method.startswith(LITE0) else f", teacher view {view}"
     return f"{method}: CE + {terms}" + (", learned weights" if method.startswith("learned:") else "") + teacher
 
 
@@ -191,6 +191,15 @@ def earlier_teacher_row() -> dict | None:
     return {k: v for k, v in kept[0].items() if k != "results_file"} if kept else None
 
 
+def scratch_provenance() -> dict:
+    """The scratch runs' provenance as the index stamped it when the medmnist benchmark ran them."""
+    index = json.loads(SUMMARY.read_text())
+    rows = [r for r in index if r["results_file"].endswith(f"{SCRATCH}.json") and r["variant"] == "default recipe"]
+    if not rows:
+        raise SystemExit(f"{SUMMARY}: no row of {SCRATCH}.json; run benchmarks/medmnist.py --dataset dermamnist first")
+    return rows[0]["provenance"]
+
+
 def class_names_of(prediction_file: str) -> list[str]:
     """The classes of a kept predictions file, from its ``prob_<class>`` columns."""
     import gzip
@@ -251,7 +260,8 @@ def main() -> None:
                  | {"params_m": per_seed[0]["metrics"]["params_m"], "gflops": per_seed[0]["metrics"]["gflops"],
                     "train_time_ratio": 1.0},
                  "ci": {f"test_{k}": v for k, v in scratch_interval["ci95"].items()}, "ci_method": scratch_interval["ci_method"],
-                 "wall_s": round(sum(r["wall_s"] for r in per_seed), 1)})
+                 "wall_s": round(sum(r["wall_s"] for r in per_seed), 1),
+                 "provenance": scratch_provenance()})  # the medmnist benchmark's runs, not this one
     latency = None
     workdir = tempfile.TemporaryDirectory()
     for method, seed in plan:
