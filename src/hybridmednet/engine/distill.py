@@ -291,13 +291,14 @@ def own_images(run, ids_cfg, data) -> np.ndarray:
     own = run.prepare(("train", "val", "test"))
     where = {case: (name, k) for name, part in own.splits.items() for k, case in enumerate(part.ids)}
     train = data.splits["train"]
-    wanted = teacher_ids(train.ids)
+    held_ids = [i for name in ("val", "test") if name in data.splits for i in data.splits[name].ids]
+    mapped = teacher_ids(list(train.ids) + held_ids)  # one read of the id map for every split
+    wanted, held_out = mapped[:len(train.ids)], mapped[len(train.ids):]
     missing = [s for s, t in zip(train.ids, wanted) if t not in where]
     if missing:
         raise DataError(f"train.distill (teacher_view: own_images): {len(missing)} of the student's {len(wanted)} "
                         f"training cases have no image in the teacher's data ({own.source}), e.g. {missing[:3]}; "
                         "check train.distill.teacher_ids (or the teacher's data.max_samples_per_split)")
-    held_out = [t for name in ("val", "test") if name in data.splits for t in teacher_ids(data.splits[name].ids)]
     leaked = sorted({t for t in held_out if t in where and where[t][0] == "train"})
     if leaked:
         raise ConfigError(f"train.distill.teacher {run.path}: trained on {len(leaked)} of the student's val/test cases "
