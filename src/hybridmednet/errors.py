@@ -24,3 +24,7 @@ class CheckpointError(HybridMedNetError):
 
 class ExportError(HybridMedNetError):
     """An export that failed its parity check, or a model an exporter cannot express."""
+
+
+class TrainingDivergedError(HybridMedNetError):
+    """Training produced non-finite losses or weights before any checkpoint could be kept."""

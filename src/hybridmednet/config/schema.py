@@ -437,6 +437,9 @@ class TrainConfig(StrictModel):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     channels_last: Literal["auto", True, False] = "auto"
     grad_clip: float | None = Field(None, gt=0)
+    nonfinite_tolerance: int = Field(
+        10, ge=0, description="a step whose loss is NaN/inf is skipped (no update, logged, counted in metrics.csv); "
+                              "after this many such steps in a row training stops as diverged")
     monitor: Literal["auc", "acc", "balanced_acc", "macro_f1", "loss", "mean_auc"] = "auc"
     early_stopping_patience: int | None = Field(10, ge=1)
     threads: int | None = Field(None, ge=1)

@@ -48,7 +48,7 @@ from hybridmednet.engine.runtime import (
     seed_everything,
     to_channels_last,
 )
-from hybridmednet.errors import CheckpointError, ConfigError
+from hybridmednet.errors import CheckpointError, ConfigError, TrainingDivergedError
 from hybridmednet.losses import build_loss
 from hybridmednet.losses.task import TaskLoss
 from hybridmednet.metrics.classification import (
@@ -304,6 +304,7 @@ class Trainer:
 
         tracker = build_tracker(cfg, self.run.path) if rt.is_main else None
         throughput = []
+        self._diverged: str | None = None
         try:
             for epoch in range(state["epoch"], t.epochs):
                 epoch_start = time.perf_counter()
@@ -319,6 +320,8 @@ class Trainer:
                                                               improved=row["selected"] != "", train_loss=train_loss,
                                                               previous_train_loss=state["last_train_loss"])
                         state["last_train_loss"] = train_loss
+                    if self._skipped_steps:
+                        row["skipped_steps"] = self._skipped_steps
                     row["epoch_s"] = round(time.perf_counter() - epoch_start, 2)
                     self._append_csv(row)
                     if tracker is not None:
@@ -332,6 +335,9 @@ class Trainer:
                     stop = t.early_stopping_patience is not None and state["bad_epochs"] >= t.early_stopping_patience
                     if stop:
                         log.info(f"early stopping: no {t.monitor} improvement on val for {state['bad_epochs']} epochs")
+                    if self._diverged is not None:
+                        self._stop_diverged(state, epoch)
+                        stop = True
                 state["epoch"] = epoch + 1
                 if broadcast_flag(stop, rt) or (self.stop_after_epoch is not None and epoch + 1 >= self.stop_after_epoch):
                     break
@@ -342,7 +348,8 @@ class Trainer:
         summary = {"best_epoch": state["best_epoch"], "best_val_score": state["best_score"], "monitor": t.monitor,
                    "epochs_run": state["epoch"], "wall_s": round(time.perf_counter() - started, 1),
                    "train_img_s_median": float(np.median(throughput)) if throughput else None,
-                   "parameters": n_params, "world_size": rt.world_size}
+                   "parameters": n_params, "world_size": rt.world_size,
+                   "diverged": self._diverged}  # why training stopped early on non-finite values, else None
         if self.distill is not None:
             summary["distill"] = {"teachers": self.distill.teacher.record(), "methods": self.distill.names,
                                   "weights": self.distill.weights, "learned_weights": self.distill.learned()}
@@ -371,6 +378,7 @@ class Trainer:
         accum = t.accumulation_steps
         total_loss, seen, n_batches = 0.0, 0, len(loader)
         self._distill_sums: dict[str, float] = {}
+        self._skipped_steps = 0
         bar = None
         if rt.is_main and not self.quiet and sys.stderr.isatty():
             from tqdm import tqdm
@@ -386,6 +394,8 @@ class Trainer:
             if t.mix is not None:
                 x, mixed = mix_batch(x, y, t.mix)
             sync = (i + 1) % accum == 0 or i + 1 == n_batches
+            if i % accum == 0:  # BatchNorm statistics as they were before this update's forward passes
+                buffers = [b.detach().clone() for b in raw.buffers()]
             context = model.no_sync() if rt.distributed and not sync else nullcontext()
             with context:
                 with rt.autocast(), (self.distill.capture() if self.distill is not None else nullcontext()):
@@ -404,16 +414,31 @@ class Trainer:
                 scaled = loss / accum
                 (scaler.scale(scaled) if scaler else scaled).backward()
             if sync:
-                self._optimizer_step(raw, optimizer, scaler)
-                if self.masks is not None:  # pruned weights stay zero through fine-tuning
-                    self.masks.apply(raw)
-                if self.per_step_schedule:
+                if self._optimizer_step(raw, optimizer, scaler):
+                    state["nonfinite_run"] = 0
+                    state["updates"] = state.get("updates", 0) + 1
+                    if self.masks is not None:  # pruned weights stay zero through fine-tuning
+                        self.masks.apply(raw)
+                    if ema is not None:
+                        ema.update_parameters(raw)
+                else:  # a skipped update leaves no trace: the forward passes' BatchNorm statistics are undone too
+                    with torch.no_grad():
+                        for b, saved in zip(raw.buffers(), buffers):
+                            b.copy_(saved)
+                    self._skipped_steps += 1
+                    state["nonfinite_run"] = state.get("nonfinite_run", 0) + 1
+                    log.warning(f"epoch {epoch + 1} step {state['step'] + 1}: non-finite loss or gradients; "
+                                f"update skipped ({state['nonfinite_run']} in a row)")
+                if self.per_step_schedule:  # the schedule keeps its planned length through skipped updates
                     scheduler.step()
-                if ema is not None:
-                    ema.update_parameters(raw)
                 state["step"] += 1
-            total_loss += float(loss.detach()) * len(y)
-            seen += len(y)
+                if state.get("nonfinite_run", 0) > t.nonfinite_tolerance:
+                    self._diverged = f"{state['nonfinite_run']} non-finite steps in a row (train.nonfinite_tolerance={t.nonfinite_tolerance})"
+                    break
+            value = float(loss.detach())
+            if np.isfinite(value):  # a skipped batch's NaN would poison the epoch's mean loss
+                total_loss += value * len(y)
+                seen += len(y)
             if bar is not None:
                 bar.update(1)
                 if i % t.log_every == 0:
@@ -431,7 +456,18 @@ class Trainer:
         row = {f"train_{n}": round(v / self._distill_seen, 5) for n, v in self._distill_sums.items()}
         return row | {f"weight_{n}": round(w, 4) for n, w in self.distill.learned().items()}
 
-    def _optimizer_step(self, raw, optimizer, scaler) -> None:
+    def _stop_diverged(self, state: dict, epoch: int) -> None:
+        """Stop a run whose training diverged; its val-chosen checkpoint (from before) stands."""
+        advice = "lower train.lr, set train.grad_clip (e.g. 1.0), or train with train.precision=fp32"
+        if state["best_epoch"] < 1 or not state.get("updates"):  # nothing trained worth keeping
+            raise TrainingDivergedError(f"{self.run.path}: training diverged in epoch {epoch + 1} ({self._diverged}) "
+                                        f"before any val-chosen checkpoint of a trained model was kept; {advice}")
+        log.warning(f"training diverged in epoch {epoch + 1} ({self._diverged}); stopping. The val-chosen checkpoint "
+                    f"of epoch {state['best_epoch']} is kept; to train further, {advice}")
+
+    def _optimizer_step(self, raw, optimizer, scaler) -> bool:
+        """One update; False (and no update) when the gradients are not finite. Under DDP every
+        rank holds the same all-reduced gradients, so all ranks skip together."""
         clip = self.cfg.train.grad_clip
         if self.rt.distributed:  # parameters outside DDP's module: average their grads here
             outside = [*(self.distill.parameters() if self.distill is not None else []),
@@ -444,13 +480,17 @@ class Trainer:
             if clip:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(raw.parameters(), clip)
-            scaler.step(optimizer)
+            scaler.step(optimizer)  # fp16: the scaler skips non-finite steps itself and rescales
             scaler.update()
-        else:
-            if clip:
-                nn.utils.clip_grad_norm_(raw.parameters(), clip)
+            optimizer.zero_grad(set_to_none=True)
+            return True
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norm = nn.utils.clip_grad_norm_(raw.parameters(), clip) if clip else nn.utils.get_total_norm(grads)
+        finite = bool(torch.isfinite(norm))  # one NaN or inf gradient makes the norm non-finite
+        if finite:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return finite
 
     # ------------------------------------------------------------------ validation
     def _score(self, model) -> tuple[float, dict]:
@@ -458,6 +498,9 @@ class Trainer:
         probs, loss = predict_arrays(model, val.images, mean=self.mean, std=self.std, runtime=self.rt,
                                      multilabel=data.multilabel, batch_size=self.cfg.data.eval_batch_size,
                                      targets=val.targets, loss_fn=self.loss_fn, extras=val.clinical)
+        if not np.isfinite(probs).all():  # the weights themselves went non-finite: nothing to score
+            self._diverged = "non-finite val probabilities"
+            return -float("inf"), {"loss": loss}
         if data.multilabel:
             metrics = multi_label_metrics(probs, val.targets, data.class_names)
             metrics["auc"] = metrics["mean_auc"]
