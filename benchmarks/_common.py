@@ -143,7 +143,7 @@ def train_and_evaluate(preset: str | Path, name: str, overrides: list[str], out:
     from hybridmednet.config.loader import load_config
     from hybridmednet.engine.evaluate import evaluate_run
     from hybridmednet.engine.run_dir import build_model_from_config
-    from hybridmednet.engine.trainer import train
+    from hybridmednet.engine.trainer import read_metrics_csv, train
     from hybridmednet.models.profile import count_flops, count_parameters
 
     cfg = load_config(preset, [f"output_dir={out}", f"name={name}", *overrides])
@@ -165,7 +165,9 @@ def train_and_evaluate(preset: str | Path, name: str, overrides: list[str], out:
         extra = {k: torch.from_numpy(v) for k, v in example_clinical_inputs(spec, 1, tokens=16).items()}
         extra["clinical_present"][:] = 1.0
     size, m, val = cfg.data.image_size, result["metrics"], best["val_metrics"]
+    skipped = sum(int(r.get("skipped_steps") or 0) for r in read_metrics_csv(cfg.run_dir))
     return {"overrides": overrides, "epochs": cfg.train.epochs, "wall_s": round(wall, 1), "best_epoch": summary["best_epoch"],
+            "epochs_run": summary["epochs_run"], "diverged": summary.get("diverged"), "skipped_steps": skipped,
             "metrics": {"test_acc": m["acc"], "test_auc": m["auc"], "test_balanced_acc": m["balanced_acc"],
                         "test_macro_f1": m["macro_f1"], "val_acc": val["acc"], "val_auc": val["auc"],
                         "params_m": count_parameters(model) / 1e6,
