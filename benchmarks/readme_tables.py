@@ -3,7 +3,8 @@
     python benchmarks/readme_tables.py          # rewrites the blocks between the markers
     python benchmarks/readme_tables.py --check  # exit 1 if README.md or docs/results.md is stale
 
-README.md gets the compact headline table (one row per dataset), docs/results.md every row.
+README.md gets the compact headline table (one row per dataset) and the rare-class / few-shot
+tables, docs/results.md every row.
 Nothing in those blocks is typed by hand: each row names the results file it came from.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+RARE_START, RARE_END = "<!-- rare:start -->", "<!-- rare:end -->"
 COLUMNS = [("test_acc", "test ACC"), ("test_acc_std", "ACC std"), ("gap_test_acc", "gap to ACC target"),
            ("test_auc", "test AUC"), ("test_auc_std", "AUC std"), ("gap_test_auc", "gap to AUC target"),
            ("no_text_test_acc", "ACC, text missing"), ("no_text_test_auc", "AUC, text missing"), ("test_balanced_acc", "bal. ACC"),
@@ -181,18 +183,69 @@ def headline(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _replace(path: Path, block: str) -> str:
-    text = path.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{block}\n{END}{tail}"
+RARE = ("df", "vasc", "akiec")  # the three rarest DermaMNIST / HAM10000 classes
+
+
+def longtail_headline(rows: list[dict]) -> list[str]:
+    """Per long-tail dataset: the method with the highest test balanced ACC and plain CE of the same
+    model (the row without a paired difference), so what the tail gains and the head loses is in view."""
+    group = [r for r in rows if r["benchmark"] == "longtail"]
+    if not group:
+        return []
+    lines = ["| long tail: dataset | px | model | method | bal. ACC | ACC | " + " | ".join(f"{c} recall" for c in RARE)
+             + " | nv recall | results file |", "|---" * (8 + len(RARE)) + "|"]
+    for dataset in dict.fromkeys(r["dataset"] for r in group):
+        best = max((r for r in group if r["dataset"] == dataset), key=lambda r: r["metrics"]["test_balanced_acc"])
+        ce = next((r for r in group if r["dataset"] == dataset and r["model"] == best["model"]
+                   and "diff_test_balanced_acc" not in r["metrics"]), None)
+        for r in [ce, best] if ce is not None and ce is not best else [best]:
+            cells = [_point(r, k) for k in ("test_balanced_acc", "test_acc", *(f"test_recall_{c}" for c in RARE),
+                                            "test_recall_nv")]
+            lines.append(f"| {dataset} | {r['image_size']} | {r['model']} | {r['variant']} | " + " | ".join(cells)
+                         + f" | `{r['results_file']}` |")
+    return lines
+
+
+def fewshot_headline(rows: list[dict]) -> list[str]:
+    """Per few-shot task and backbone (lowest seed run): the method with the best 5-shot episode
+    accuracy, at 1, 5 and 10 shots with the interval over episodes."""
+    group = [r for r in rows if r["benchmark"] == "fewshot" and "shots" in r]
+    if not group:
+        return []
+    lines = ["| few-shot: task | px | backbone | method | 1-shot ACC | 5-shot ACC | 10-shot ACC | results file |",
+             "|---" * 8 + "|"]
+    for task in dict.fromkeys(r["dataset"] for r in group):
+        for backbone in dict.fromkeys(r["backbone"] for r in group if r["dataset"] == task):
+            mine = [r for r in group if r["dataset"] == task and r["backbone"] == backbone]
+            seed = min(r["seeds"][0] for r in mine)
+            mine = [r for r in mine if r["seeds"][0] == seed]
+            fives = [r for r in mine if r["shots"] == 5] or mine
+            method = max(fives, key=lambda r: r["metrics"]["test_acc"])["method"]
+            cells = [next((_point(r, "test_acc") for r in mine if r["method"] == method and r["shots"] == k), "–")
+                     for k in (1, 5, 10)]
+            lines.append(f"| {task} | {mine[0]['image_size']} | {backbone} (seed {seed}) | {method} | "
+                         + " | ".join(cells) + f" | `{mine[0]['results_file']}` |")
+    return lines
+
+
+def rare_headline(rows: list[dict]) -> str:
+    """The README's rare-class and few-shot tables (long-tail and few-shot benchmarks)."""
+    tail, few = longtail_headline(rows), fewshot_headline(rows)
+    return "\n".join(tail + ([""] if tail and few else []) + few)
+
+
+def _replace(text: str, block: str, start: str = START, end: str = END) -> str:
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{block}\n{end}{tail}"
 
 
 def outputs() -> dict[Path, str]:
     """What README.md and docs/results.md must contain, from summary.json."""
     rows = json.loads((ROOT / "benchmarks" / "results" / "summary.json").read_text())
-    return {ROOT / "README.md": _replace(ROOT / "README.md", headline(rows)),
-            ROOT / "docs" / "results.md": _replace(ROOT / "docs" / "results.md", render(rows))}
+    readme = _replace((ROOT / "README.md").read_text(), headline(rows))
+    return {ROOT / "README.md": _replace(readme, rare_headline(rows), RARE_START, RARE_END),
+            ROOT / "docs" / "results.md": _replace((ROOT / "docs" / "results.md").read_text(), render(rows))}
 
 
 def main() -> None:
