@@ -98,8 +98,7 @@ def summary_rows(runs, payload: dict) -> list[dict]:
             for r in entry["results"].values():
                 rows.append({"benchmark": "fewshot", "dataset": TASKS[task][1], "image_size": 64, "model": run["model"],
                              "variant": f"{run['backbone']} seed {run['seed']}: {r['method']}, {r['shots']}-shot",
-                             "seeds": [run["seed"]], "backbone": run["backbone"], "method": r["method"],
-                             "shots": r["shots"],
+                             "seeds": [run["seed"]],
                              "metrics": {"test_acc": r["acc"], "test_macro_f1": r["macro_f1"],
                                          "backbone_test_acc": run["metrics"]["test_acc"],
                                          "backbone_test_auc": run["metrics"]["test_auc"]},

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -184,6 +185,7 @@ def headline(rows: list[dict]) -> str:
 
 
 RARE = ("df", "vasc", "akiec")  # the three rarest DermaMNIST / HAM10000 classes
+FEWSHOT_VARIANT = re.compile(r"(?P<backbone>\S+) seed \d+: (?P<method>[^,]+), (?P<shots>\d+)-shot")
 
 
 def longtail_headline(rows: list[dict]) -> list[str]:
@@ -209,7 +211,11 @@ def longtail_headline(rows: list[dict]) -> list[str]:
 def fewshot_headline(rows: list[dict]) -> list[str]:
     """Per few-shot task and backbone (lowest seed run): the method with the best 5-shot episode
     accuracy, at 1, 5 and 10 shots with the interval over episodes."""
-    group = [r for r in rows if r["benchmark"] == "fewshot" and "shots" in r]
+    group = []
+    for r in rows:  # variant: "<backbone> seed <seed>: <method>, <shots>-shot" (benchmarks/fewshot.py)
+        match = FEWSHOT_VARIANT.fullmatch(r["variant"]) if r["benchmark"] == "fewshot" else None
+        if match:
+            group.append(r | {"backbone": match["backbone"], "method": match["method"], "shots": int(match["shots"])})
     if not group:
         return []
     lines = ["| few-shot: task | px | backbone | method | 1-shot ACC | 5-shot ACC | 10-shot ACC | results file |",
