@@ -9,6 +9,13 @@ each seed. Checkpoints are chosen on val; test is read once per run.
 
     python benchmarks/multimodal_paired.py --setting lesion28 --variants concat --seeds 0,1,2
     python benchmarks/multimodal_paired.py --setting lesion28 --reindex   # summary rows from the file
+    python benchmarks/multimodal_paired.py --setting lesion28 --kept      # no training, see below
+
+``--kept`` trains nothing: it scores the same comparison on the per-case test predictions that
+``multimodal.py`` kept for the setting (its image-only and fusion runs, seeds in common), lesion-
+clustered where the predictions carry lesion ids (bootstrap over lesions, clustered McNemar per
+seed). The image-level version of the same comparison is stored beside it in the results file, to
+show what ignoring the clustering would claim.
 """
 
 from __future__ import annotations
@@ -20,14 +27,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, git_state, train_and_evaluate, write_results
+from _common import RESULTS, git_state, provenance, train_and_evaluate, write_results
 from multimodal import CONFIGS, SETTINGS, VARIANTS, data_provenance
 
 from hybridmednet.config.loader import load_config
 from hybridmednet.engine.compare import compare_runs
+from hybridmednet.engine.evaluate import read_groups, read_predictions
+from hybridmednet.metrics.comparison import paired_difference
 
 METRICS = ("acc", "balanced_acc", "macro_f1", "auc")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def summary_rows(payload: dict, model: str) -> list[dict]:
@@ -38,8 +50,79 @@ def summary_rows(payload: dict, model: str) -> list[dict]:
              "metrics": {f"test_{k}_diff": c["metrics"][k]["diff"] for k in METRICS}
              | {"mcnemar_p_max": max(t["p_value"] for t in c["mcnemar_acc"])},
              "ci": {f"test_{k}_diff": c["metrics"][k]["ci95"] for k in METRICS},
+             **({"ci_method": c["ci_method"] + "; McNemar per seed: " + c["mcnemar_acc"][0].get("test", "exact")}
+                if "ci_method" in c else {}),
+             **({"provenance_note": payload["source_note"]} if "source_note" in payload else {}),
              "wall_s": round(sum(r["wall_s"] for r in runs[name] + runs["image_only"]), 1)}
             for name, c in payload["comparisons"].items()]
+
+
+def _aligned(runs: list[dict], class_names: list[str]) -> tuple[list[str], list[np.ndarray], np.ndarray]:
+    """(ids, per-seed probabilities, targets) of kept prediction files, rows in the first file's order."""
+    from hybridmednet.errors import DataError
+
+    ids, probs, targets = None, [], None
+    for r in runs:
+        path = ROOT / r["predictions"]
+        own_ids, p, t = read_predictions(path, class_names, False)
+        if ids is None:
+            ids, targets = own_ids, t
+        order = {sample: i for i, sample in enumerate(own_ids)}
+        if sorted(order) != sorted(ids):
+            raise DataError(f"{path}: scores other test cases than {runs[0]['predictions']}; not the same split")
+        rows = np.array([order[sample] for sample in ids])
+        if not np.array_equal(t[rows], targets):
+            raise DataError(f"{path}: other targets than {runs[0]['predictions']} for the same ids")
+        probs.append(p[rows])
+    return ids, probs, targets
+
+
+def from_kept(setting: str, variants: list[str], model: str) -> None:
+    """The paired comparison from ``multimodal.py``'s kept predictions (see the module docstring)."""
+    source = RESULTS / f"multimodal_{setting}.json"
+    trained = json.loads(source.read_text())
+    entries = trained["variants"]
+    missing = [n for n in ["image_only", *variants]
+               if not entries.get(n, {}).get("runs") or not all("predictions" in r for r in entries[n]["runs"])]
+    if missing:
+        raise SystemExit(f"{source.name}: no kept predictions for {missing}; run python benchmarks/multimodal.py "
+                         f"--setting {setting} --only image_only,{','.join(variants)} first")
+    base = {r["seed"]: r for r in entries["image_only"]["runs"]}
+    comparisons, runs, commits = {}, {"image_only": list(base.values())}, set()
+    for name in variants:
+        fused = {r["seed"]: r for r in entries[name]["runs"]}
+        seeds = sorted(set(base) & set(fused))
+        class_names = base[seeds[0]]["class_names"]
+        ids, a, targets = _aligned([base[s] for s in seeds], class_names)
+        ids_b, b, targets_b = _aligned([fused[s] for s in seeds], class_names)
+        if sorted(ids_b) != sorted(ids):
+            raise SystemExit(f"{name} and image_only scored other test cases in {source.name}")
+        order = {sample: i for i, sample in enumerate(ids_b)}
+        b = [p[np.array([order[sample] for sample in ids])] for p in b]
+        group_of = read_groups(ROOT / base[seeds[0]]["predictions"])
+        groups = [group_of.get(sample) for sample in ids] if group_of else None
+        comparisons[name] = paired_difference(a, b, targets, multilabel=False, groups=groups) | {"seeds": seeds}
+        if groups is not None:  # what the same comparison claims when the images of a lesion count as independent
+            image_level = paired_difference(a, b, targets, multilabel=False)
+            comparisons[name]["image_level"] = {k: image_level[k] for k in ("ci_method", "metrics", "mcnemar_acc")}
+        runs[name] = [fused[s] for s in seeds]
+        commits |= {r["git"]["commit"] for r in runs[name] + [base[s] for s in seeds]}
+        c = comparisons[name]
+        print(f"{name} - image_only ({c['ci_method']}): " + ", ".join(
+            f"{k} {c['metrics'][k]['diff']:+.4f} [{c['metrics'][k]['ci95'][0]:+.4f}, {c['metrics'][k]['ci95'][1]:+.4f}]"
+            for k in METRICS) + "; McNemar p per seed " + ", ".join(f"{t['p_value']:.3g}" for t in c["mcnemar_acc"]), flush=True)
+    first = next(iter(comparisons.values()))
+    payload = {"benchmark": "multimodal_paired", "setting": setting, "dataset": trained["dataset"],
+               "image_size": trained["image_size"], "source": source.name,
+               "source_note": f"scored from the kept test predictions of {source.name} (runs from commits "
+                              f"{sorted(commits)}); nothing retrained",
+               "test": "fusion - image_only on the same test cases, seeds averaged inside every resample: "
+                       + first["ci_method"] + "; McNemar per seed (clustered where lesion ids exist)",
+               "seeds": first["seeds"], "runs": runs, "comparisons": comparisons,
+               **provenance([ROOT / r["predictions"] for rs in runs.values() for r in rs])}
+    # the rows' training precision and threads are those of the machine that trained the runs
+    payload |= {"machine": trained["machine"], "scored_on": payload["machine"]}
+    write_results(f"multimodal_paired_{setting}", payload, summary_rows(payload, model))
 
 
 def reindex(path: Path, model: str) -> None:
@@ -64,6 +147,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--reindex", action="store_true", help="rewrite the summary rows from the results file; no training")
+    parser.add_argument("--kept", action="store_true", help="score multimodal.py's kept predictions of the setting; no training")
     args = parser.parse_args()
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS or v == "image_only"]
@@ -75,6 +159,9 @@ def main() -> None:
     cfg = load_config(CONFIGS / preset_name, common)
     if args.reindex:
         reindex(RESULTS / f"multimodal_paired_{args.setting}.json", cfg.model.name)
+        return
+    if args.kept:
+        from_kept(args.setting, variants, cfg.model.name)
         return
     origin = data_provenance(cfg)
     runs: dict[str, list[dict]] = {}
