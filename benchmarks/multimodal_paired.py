@@ -98,7 +98,10 @@ def from_kept(setting: str, variants: list[str], model: str) -> None:
         if sorted(ids_b) != sorted(ids):
             raise SystemExit(f"{name} and image_only scored other test cases in {source.name}")
         order = {sample: i for i, sample in enumerate(ids_b)}
-        b = [p[np.array([order[sample] for sample in ids])] for p in b]
+        rows = np.array([order[sample] for sample in ids])
+        if not np.array_equal(targets_b[rows], targets):
+            raise SystemExit(f"{name} and image_only have other targets for the same test ids in {source.name}")
+        b = [p[rows] for p in b]
         group_of = read_groups(ROOT / base[seeds[0]]["predictions"])
         groups = [group_of.get(sample) for sample in ids] if group_of else None
         comparisons[name] = paired_difference(a, b, targets, multilabel=False, groups=groups) | {"seeds": seeds}
