@@ -27,14 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, git_state, provenance, train_and_evaluate, write_results
 from multimodal import CONFIGS, SETTINGS, VARIANTS, data_provenance
 
 from hybridmednet.config.loader import load_config
-from hybridmednet.engine.compare import compare_runs
+from hybridmednet.engine.compare import align_predictions, compare_runs
 from hybridmednet.engine.evaluate import read_groups, read_predictions
 from hybridmednet.metrics.comparison import paired_difference
 
@@ -57,26 +56,6 @@ def summary_rows(payload: dict, model: str) -> list[dict]:
             for name, c in payload["comparisons"].items()]
 
 
-def _aligned(runs: list[dict], class_names: list[str]) -> tuple[list[str], list[np.ndarray], np.ndarray]:
-    """(ids, per-seed probabilities, targets) of kept prediction files, rows in the first file's order."""
-    from hybridmednet.errors import DataError
-
-    ids, probs, targets = None, [], None
-    for r in runs:
-        path = ROOT / r["predictions"]
-        own_ids, p, t = read_predictions(path, class_names, False)
-        if ids is None:
-            ids, targets = own_ids, t
-        order = {sample: i for i, sample in enumerate(own_ids)}
-        if sorted(order) != sorted(ids):
-            raise DataError(f"{path}: scores other test cases than {runs[0]['predictions']}; not the same split")
-        rows = np.array([order[sample] for sample in ids])
-        if not np.array_equal(t[rows], targets):
-            raise DataError(f"{path}: other targets than {runs[0]['predictions']} for the same ids")
-        probs.append(p[rows])
-    return ids, probs, targets
-
-
 def from_kept(setting: str, variants: list[str], model: str) -> None:
     """The paired comparison from ``multimodal.py``'s kept predictions (see the module docstring)."""
     source = RESULTS / f"multimodal_{setting}.json"
@@ -93,15 +72,9 @@ def from_kept(setting: str, variants: list[str], model: str) -> None:
         fused = {r["seed"]: r for r in entries[name]["runs"]}
         seeds = sorted(set(base) & set(fused))
         class_names = base[seeds[0]]["class_names"]
-        ids, a, targets = _aligned([base[s] for s in seeds], class_names)
-        ids_b, b, targets_b = _aligned([fused[s] for s in seeds], class_names)
-        if sorted(ids_b) != sorted(ids):
-            raise SystemExit(f"{name} and image_only scored other test cases in {source.name}")
-        order = {sample: i for i, sample in enumerate(ids_b)}
-        rows = np.array([order[sample] for sample in ids])
-        if not np.array_equal(targets_b[rows], targets):
-            raise SystemExit(f"{name} and image_only have other targets for the same test ids in {source.name}")
-        b = [p[rows] for p in b]
+        paths = [ROOT / r["predictions"] for r in [base[s] for s in seeds] + [fused[s] for s in seeds]]
+        ids, probs, targets = align_predictions([(p, *read_predictions(p, class_names, False)) for p in paths])
+        a, b = probs[:len(seeds)], probs[len(seeds):]
         group_of = read_groups(ROOT / base[seeds[0]]["predictions"])
         groups = [group_of.get(sample) for sample in ids] if group_of else None
         comparisons[name] = paired_difference(a, b, targets, multilabel=False, groups=groups) | {"seeds": seeds}

@@ -35,6 +35,28 @@ def _load_side(runs: list[str], split: str, label: str) -> tuple[list[tuple[Path
     return loaded, first
 
 
+def align_predictions(loaded: list[tuple[Path, list[str], np.ndarray, np.ndarray]]
+                      ) -> tuple[list[str], list[np.ndarray], np.ndarray]:
+    """(ids, probabilities per file, targets) of several prediction files of the same cases, rows
+    matched by id to the first file's order; ``loaded`` holds (path, ids, probs, targets) as
+    :func:`read_predictions` gives them. Other cases or other targets for an id are an error."""
+    ref_path, ref_ids, _, ref_targets = loaded[0]
+    if len(set(ref_ids)) != len(ref_ids):
+        raise DataError(f"{ref_path}: ids repeat, so cases cannot be matched between runs")
+    probs = []
+    for path, ids, p, targets in loaded:
+        order = {sample: i for i, sample in enumerate(ids)}
+        missing = [s for s in ref_ids if s not in order]
+        if missing or len(ids) != len(ref_ids):
+            raise DataError(f"{path}: scores other cases than {ref_path} (e.g. {(missing or ids)[0]!r}); compare runs "
+                            "evaluated on the same split of the same data")
+        rows = np.array([order[s] for s in ref_ids])
+        if not np.array_equal(targets[rows], ref_targets):
+            raise DataError(f"{path}: the targets differ from {ref_path} for the same ids; the runs used different labels")
+        probs.append(p[rows])
+    return ref_ids, probs, ref_targets
+
+
 def compare_runs(runs_a: list[str], runs_b: list[str], split: str = "test", *, n_bootstrap: int = 1000,
                  seed: int = 0, out: str | Path | None = None) -> dict:
     """Paired difference B - A of the headline metrics on ``split``; checks every run scored the
@@ -45,20 +67,8 @@ def compare_runs(runs_a: list[str], runs_b: list[str], split: str = "test", *, n
     side_b, kind_b = _load_side(runs_b, split, "side B")
     if kind_a != kind_b:
         raise DataError(f"A's classes {kind_a['class_names']} differ from B's {kind_b['class_names']}: not the same task")
-    ref_path, ref_ids, _, ref_targets = side_a[0]
-    if len(set(ref_ids)) != len(ref_ids):
-        raise DataError(f"{ref_path}: ids repeat, so cases cannot be matched between runs")
-    probs = []
-    for path, ids, p, targets in side_a + side_b:
-        order = {sample: i for i, sample in enumerate(ids)}
-        missing = [s for s in ref_ids if s not in order]
-        if missing or len(ids) != len(ref_ids):
-            raise DataError(f"{path}: scores other cases than {ref_path} (e.g. {(missing or ids)[0]!r}); compare runs "
-                            "evaluated on the same split of the same data")
-        rows = np.array([order[s] for s in ref_ids])
-        if not np.array_equal(targets[rows], ref_targets):
-            raise DataError(f"{path}: the targets differ from {ref_path} for the same ids; the runs used different labels")
-        probs.append(p[rows])
+    ref_path = side_a[0][0]
+    ref_ids, probs, ref_targets = align_predictions(side_a + side_b)
     group_of = read_groups(ref_path)  # patient/lesion ids: resample groups, cluster the McNemar test
     groups = [group_of.get(s) for s in ref_ids] if group_of else None
     result = paired_difference(probs[:len(side_a)], probs[len(side_a):], ref_targets, multilabel=kind_a["multilabel"],
