@@ -127,12 +127,27 @@ def keep_predictions(run_dir: Path, stem: str, key: str = "test") -> str:
     return str(dst.relative_to(RESULTS.parent.parent))
 
 
-def seed_mean_interval(files: list[str], class_names: list[str], n_resamples: int = 1000) -> dict:
-    """The seed-mean interval of kept prediction files (paths relative to the repository); see
+def kept_groups(file: str | Path, ids: list[str], table=None) -> list[str | None] | None:
+    """One patient/lesion id per id of a kept predictions file (path relative to the repository):
+    its own ``group`` column, else ``table`` (the preset's ``data.groups``) read for those ids, for
+    files kept before the preset had it (DermaMNIST: lesion ids through the split mapping); None
+    when neither gives groups."""
+    from hybridmednet.data.metadata import load_group_ids
+    from hybridmednet.engine.evaluate import read_groups
+
+    own = read_groups(RESULTS.parent.parent / file)
+    if own is not None:
+        return [own.get(i) for i in ids]
+    return None if table is None else load_group_ids(table, ids)
+
+
+def seed_mean_interval(files: list[str], class_names: list[str], n_resamples: int = 1000, groups=None) -> dict:
+    """The seed-mean interval of kept prediction files (paths relative to the repository), groups
+    resampled where the files or ``groups`` (the preset's ``data.groups``) give ids; see
     :func:`hybridmednet.engine.compare.seed_mean_interval`."""
     from hybridmednet.engine.compare import seed_mean_interval as interval
 
-    return interval([RESULTS.parent.parent / f for f in files], class_names, n_resamples)
+    return interval([RESULTS.parent.parent / f for f in files], class_names, n_resamples, group_table=groups)
 
 
 def train_and_evaluate(preset: str | Path, name: str, overrides: list[str], out: str | Path) -> dict:

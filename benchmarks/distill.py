@@ -43,6 +43,7 @@ from _common import (
     RESULTS,
     SUMMARY,
     keep_predictions,
+    kept_groups,
     provenance,
     runs_provenance,
     seed_mean_interval,
@@ -120,7 +121,15 @@ def paired_to_scratch(files: list[str], scratch_files: list[str], class_names: l
     b = [read_predictions(ROOT / f, class_names, False) for f in files]
     if any(x[0] != a[0][0] for x in a + b):
         raise ValueError("the scratch and distilled predictions score other cases")
-    return paired_difference([p for _, p, _ in a], [p for _, p, _ in b], a[0][2], multilabel=False)
+    groups = kept_groups(scratch_files[0], a[0][0], lesion_table())
+    return paired_difference([p for _, p, _ in a], [p for _, p, _ in b], a[0][2], multilabel=False, groups=groups)
+
+
+def lesion_table():
+    """The preset's ``data.groups`` (DermaMNIST ids -> HAM10000 lesion ids), for kept files without them."""
+    from hybridmednet.config.loader import load_config
+
+    return load_config(PRESET).data.groups
 
 
 def lite0_teacher_row(run: Path) -> dict:
@@ -163,7 +172,7 @@ def method_row(method: str, done: list[dict], scratch: dict, class_names: list[s
                payload: dict) -> dict:
     """A method's row over its finished seeds, with the provenance of those runs (never restamped)."""
     files = [d["predictions"] for d in done]
-    interval = seed_mean_interval(files, class_names)
+    interval = seed_mean_interval(files, class_names, groups=lesion_table())
     paired = paired_to_scratch(files, scratch["predictions"], class_names)
     metrics = {k: float(np.mean([d["metrics"][k] for d in done])) for k in KEYS}
     if len(done) > 1:
@@ -252,7 +261,7 @@ def main() -> None:
     rows = [teacher_row(scratch, class_names)] if teachers else [r for r in [earlier_teacher_row()] if r]
     if args.lite0_teacher is not None:
         rows.append(lite0_teacher_row(args.lite0_teacher))
-    scratch_interval = seed_mean_interval(scratch["predictions"], class_names)
+    scratch_interval = seed_mean_interval(scratch["predictions"], class_names, groups=lesion_table())
     per_seed = scratch["payload"]["per_seed"]
     rows.append({"variant": "student from scratch (the medmnist default-recipe runs)", "seeds": [r["seed"] for r in per_seed],
                  "metrics": {k: scratch["payload"]["metrics"][k] for k in KEYS}

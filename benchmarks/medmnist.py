@@ -94,7 +94,8 @@ def main() -> None:
     kept = [keep_predictions(runs / f"{args.dataset}_s{s}", f"{stem}_seed{s}") for s in seeds]
     class_names = json.loads((runs / f"{args.dataset}_s{seeds[0]}" / "checkpoints" / "best.json")
                              .read_text())["class_names"]
-    seed_mean = seed_mean_interval(kept, class_names)
+    cfg = load_config(preset, args.set)
+    seed_mean = seed_mean_interval(kept, class_names, groups=cfg.data.groups)
     workdir.cleanup()
 
     keys = ["test_acc", "test_auc", "test_balanced_acc", "test_macro_f1", "val_acc", "val_auc"]
@@ -106,7 +107,6 @@ def main() -> None:
                 "wall_per_seed_s": float(np.median([r["wall_s"] for r in per_seed]))}
     targets = TARGETS[args.dataset]
     gaps = {k: metrics[k] - t for k, t in targets.items()}
-    cfg = load_config(preset, args.set)
     data_file = Path(cfg.data.source.root) / f"{args.dataset}.npz"
     dataset = DATASET_NAME.get(args.dataset, args.dataset)
     variant_slug = args.variant.replace(" ", "_")

@@ -29,12 +29,12 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, git_state, provenance, train_and_evaluate, write_results
+from _common import RESULTS, git_state, kept_groups, provenance, train_and_evaluate, write_results
 from multimodal import CONFIGS, SETTINGS, VARIANTS, data_provenance
 
 from hybridmednet.config.loader import load_config
 from hybridmednet.engine.compare import align_predictions, compare_runs
-from hybridmednet.engine.evaluate import read_groups, read_predictions
+from hybridmednet.engine.evaluate import read_predictions
 from hybridmednet.metrics.comparison import paired_difference
 
 METRICS = ("acc", "balanced_acc", "macro_f1", "auc")
@@ -56,8 +56,9 @@ def summary_rows(payload: dict, model: str) -> list[dict]:
             for name, c in payload["comparisons"].items()]
 
 
-def from_kept(setting: str, variants: list[str], model: str) -> None:
-    """The paired comparison from ``multimodal.py``'s kept predictions (see the module docstring)."""
+def from_kept(setting: str, variants: list[str], model: str, group_table=None) -> None:
+    """The paired comparison from ``multimodal.py``'s kept predictions (see the module docstring);
+    ``group_table``: the preset's ``data.groups``, for kept files that carry no group ids."""
     source = RESULTS / f"multimodal_{setting}.json"
     trained = json.loads(source.read_text())
     entries = trained["variants"]
@@ -75,8 +76,7 @@ def from_kept(setting: str, variants: list[str], model: str) -> None:
         paths = [ROOT / r["predictions"] for r in [base[s] for s in seeds] + [fused[s] for s in seeds]]
         ids, probs, targets = align_predictions([(p, *read_predictions(p, class_names, False)) for p in paths])
         a, b = probs[:len(seeds)], probs[len(seeds):]
-        group_of = read_groups(ROOT / base[seeds[0]]["predictions"])
-        groups = [group_of.get(sample) for sample in ids] if group_of else None
+        groups = kept_groups(base[seeds[0]]["predictions"], ids, group_table)
         comparisons[name] = paired_difference(a, b, targets, multilabel=False, groups=groups) | {"seeds": seeds}
         if groups is not None:  # what the same comparison claims when the images of a lesion count as independent
             image_level = paired_difference(a, b, targets, multilabel=False)
@@ -137,7 +137,7 @@ def main() -> None:
         reindex(RESULTS / f"multimodal_paired_{args.setting}.json", cfg.model.name)
         return
     if args.kept:
-        from_kept(args.setting, variants, cfg.model.name)
+        from_kept(args.setting, variants, cfg.model.name, cfg.data.groups)
         return
     origin = data_provenance(cfg)
     runs: dict[str, list[dict]] = {}

@@ -1,12 +1,13 @@
 """The whole data path: source -> split -> decode/resize (cached) -> audit, with --skip-bad."""
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from hybridmednet.config.loader import load_config
 from hybridmednet.data.pipeline import prepare_data
-from hybridmednet.errors import DataError
-from tests.conftest import SHARED_DATA, requires_shared_data
+from hybridmednet.errors import ConfigError, DataError
+from tests.conftest import SHARED_DATA, requires_shared_data, tiny_config
 
 
 def folder_cfg(root, *overrides):
@@ -89,6 +90,9 @@ def test_dermamnist_official_split():
     data = prepare_data(cfg.data)
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 7007, "val": 1003, "test": 2005}
     assert data.class_names[4] == "mel" and data.splits["train"].images.shape[1:] == (28, 28, 3)
+    # lesion ids through the split mapping (data.groups): the official split shares lesions
+    assert len(set(data.splits["test"].groups)) == 1868 and None not in data.splits["test"].groups
+    assert data.audit["groups"]["by_split_pair"] == {"train-val": 332, "train-test": 641, "val-test": 113}
 
 
 @requires_shared_data("chest_xray", "train")
@@ -105,3 +109,45 @@ def test_chest_xray_folder_groups_patients():
     val_groups = {g for g, s in zip(table.groups, splits) if s == "val"}
     train_groups = {g for g, s in zip(table.groups, splits) if s == "train"}
     assert val_groups and not (val_groups & train_groups)
+
+
+def _lesion_tables(npz, tmp_path, shared_lesion: bool = True):
+    """DermaMNIST-style mapping (split, index -> image_id) and a metadata table (image_id ->
+    lesion_id): two images per lesion, and (``shared_lesion``) one lesion in both train and test."""
+    with np.load(npz) as arrays:
+        ids = [(s, i) for s in ("train", "val", "test") for i in range(len(arrays[f"{s}_labels"]))]
+    mapping = ["split,index,image_id"] + [f"{s},{i},IMG_{s}_{i}" for s, i in ids]
+    lesions = {f"IMG_{s}_{i}": f"L_{s}_{i // 2}" for s, i in ids}
+    if shared_lesion:
+        lesions["IMG_test_0"] = "L_train_0"
+    meta = ["image_id,lesion_id"] + [f"{k},{v}" for k, v in lesions.items()]
+    (tmp_path / "split.csv").write_text("\n".join(mapping) + "\n")
+    (tmp_path / "meta.csv").write_text("\n".join(meta) + "\n")
+    return {"path": str(tmp_path / "split.csv"), "id_template": "{split}/{index}",
+            "join_path": str(tmp_path / "meta.csv"), "join_on": "image_id", "column": "lesion_id"}
+
+
+def test_data_groups_give_an_npz_lesion_ids_for_audit_and_intervals(tiny_npz, tmp_path):
+
+    raw = tiny_config(tiny_npz.parent, tmp_path / "runs")
+    raw["data"]["groups"] = _lesion_tables(tiny_npz, tmp_path)
+    data = prepare_data(load_config(raw=raw).data)
+    test = data.splits["test"]
+    assert test.groups[:3] == ["L_train_0", "L_test_0", "L_test_1"]
+    assert data.audit["groups"]["n_crossing"] == 1 and data.audit["groups"]["by_split_pair"]["train-test"] == 1
+    assert not data.audit["clean"]
+
+
+def test_data_groups_errors_name_the_key(tiny_npz, image_folder, tmp_path):
+
+    raw = tiny_config(tiny_npz.parent, tmp_path / "runs")
+    raw["data"]["groups"] = _lesion_tables(tiny_npz, tmp_path) | {"column": "patient"}
+    with pytest.raises(DataError, match=r"no column\(s\) \['patient'\]"):
+        prepare_data(load_config(raw=raw).data)
+    raw["data"]["groups"] = _lesion_tables(tiny_npz, tmp_path) | {"id_template": "{image_id}"}
+    with pytest.raises(DataError, match="data.groups.id_template"):
+        prepare_data(load_config(raw=raw).data)
+    folder = folder_cfg(image_folder).model_dump()
+    folder["groups"] = _lesion_tables(tiny_npz, tmp_path)
+    with pytest.raises(ConfigError, match="already gives group ids"):
+        prepare_data(load_config(raw={"name": "f", "data": folder}).data)

@@ -116,3 +116,23 @@ def test_lesion_ids_in_the_predictions_make_the_comparison_clustered(tmp_path, c
     plain = compare_runs([fake_run(tmp_path, "a2", guess, targets, ids)], [fake_run(tmp_path, "b2", perfect, targets, ids)],
                          n_bootstrap=50)
     assert "over cases" in plain["ci_method"] and "test" not in plain["mcnemar_acc"][0]
+
+
+def test_seed_mean_interval_reads_groups_from_a_table_for_files_without_them(tmp_path, cases):
+    """Predictions kept before their data had ``data.groups`` (DermaMNIST) are resampled by the
+    table's lesion ids; a file's own group column wins over the table."""
+    from hybridmednet.config.schema import GroupTableConfig
+    from hybridmednet.engine.compare import seed_mean_interval
+
+    ids, targets, guess, perfect = cases
+    table = tmp_path / "lesions.csv"
+    table.write_text("image,lesion\n" + "".join(f"{i},L{k // 4}\n" for k, i in enumerate(ids)))
+    groups = GroupTableConfig(path=str(table), id_template="{image}", column="lesion")
+    files = [tmp_path / f"p{s}.csv" for s in range(2)]
+    for f, p in zip(files, (guess, perfect)):
+        write_predictions(f, ids, p, targets, CLASSES, False)
+    assert "over cases" in seed_mean_interval(files, CLASSES, 50)["ci_method"]
+    assert "over 30 groups" in seed_mean_interval(files, CLASSES, 50, group_table=groups)["ci_method"]
+    for f, p in zip(files, (guess, perfect)):
+        write_predictions(f, ids, p, targets, CLASSES, False, groups=[f"own{k // 8}" for k in range(len(ids))])
+    assert "over 15 groups" in seed_mean_interval(files, CLASSES, 50, group_table=groups)["ci_method"]

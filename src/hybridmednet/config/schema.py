@@ -113,6 +113,15 @@ class MetadataTableConfig(StrictModel):
     _paths = field_validator("path", "join_path")(resolve_path)
 
 
+class GroupTableConfig(MetadataTableConfig):
+    """Patient/lesion ids read from a metadata table, for a source that carries none (a MedMNIST
+    ``.npz``: DermaMNIST ids ``split/index`` map to HAM10000's ``lesion_id`` through
+    ``dermamnist_split.csv``). The ids feed the leakage audit, cluster-bootstrap intervals, the
+    group-aware paired test and grouped splits, exactly as a source's own group column does."""
+
+    column: str = Field(description="the column holding the patient/lesion id, e.g. lesion_id")
+
+
 class TextEncoderConfig(StrictModel):
     """How clinical text becomes model input.
 
@@ -241,6 +250,8 @@ class DataConfig(StrictModel):
         None, description="coarse class -> fine classes (e.g. malignant: [mel, bcc, akiec]); enables the coarse head")
     cache: bool = Field(True, description="cache decoded, resized images under the run's data cache")
     clinical: ClinicalConfig | None = Field(None, description="clinical text/metadata inputs (multimodal models)")
+    groups: GroupTableConfig | None = Field(
+        None, description="patient/lesion ids from a metadata table, for a source without them (a MedMNIST npz)")
 
 
 # --------------------------------------------------------------------------- model / train

@@ -65,3 +65,9 @@ def load_subgroup_values(cfg, ids: list[str]) -> dict[str, list[str | None]]:
     """Attribute name -> one value per id (None where the id or value is missing)."""
     values = load_metadata_rows(cfg, ids, list(dict.fromkeys(cfg.columns.values())), key="eval.subgroups")
     return {name: values[column] for name, column in cfg.columns.items()}
+
+
+def load_group_ids(cfg, ids: list[str]) -> list[str | None]:
+    """One patient/lesion id per sample id from ``data.groups`` (a :class:`GroupTableConfig`);
+    None where the table has no row or no value for it (such a sample is its own group)."""
+    return load_metadata_rows(cfg, ids, [cfg.column], key="data.groups")[cfg.column]

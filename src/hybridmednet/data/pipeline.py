@@ -91,6 +91,17 @@ def keep_classes(table: SampleTable, classes: list[str]) -> SampleTable:
     return replace(table.subset(keep), targets=targets, class_names=[table.class_names[i] for i in columns])
 
 
+def with_groups(table: SampleTable, groups_cfg) -> SampleTable:
+    """The table with patient/lesion ids read from ``data.groups``; a source that has its own
+    (a CSV ``group_column``, a folder ``group_regex``) is refused, so one id never has two origins."""
+    from hybridmednet.data.metadata import load_group_ids
+
+    if table.groups is not None:
+        raise ConfigError(f"{table.source}: the source already gives group ids (its group column or regex); "
+                          "drop data.groups, or the source's group setting")
+    return replace(table, groups=load_group_ids(groups_cfg, list(table.ids)))
+
+
 def prepare_data(cfg, *, splits_wanted=SPLITS, clinical_spec: dict | None = None) -> PreparedData:
     """Build the splits named in ``splits_wanted`` (decoding only those).
 
@@ -98,6 +109,8 @@ def prepare_data(cfg, *, splits_wanted=SPLITS, clinical_spec: dict | None = None
     clinical inputs are built with it instead of being fitted again on today's training split,
     so a changed metadata file cannot silently shift a trained model's vocabulary or scaling."""
     table = build_table(cfg.source, spatial_dims=cfg.spatial_dims)
+    if cfg.groups is not None:
+        table = with_groups(table, cfg.groups)
     if cfg.classes:
         table = keep_classes(table, cfg.classes)
     if len(table.class_names) < 2:

@@ -79,10 +79,13 @@ def compare_runs(runs_a: list[str], runs_b: list[str], split: str = "test", *, n
     return result
 
 
-def seed_mean_interval(files: list[Path], class_names: list[str], n_resamples: int = 1000) -> dict:
+def seed_mean_interval(files: list[Path], class_names: list[str], n_resamples: int = 1000,
+                       group_table=None) -> dict:
     """The 95% interval of the seed-averaged headline metrics from per-seed prediction files of
-    one recipe (same cases): cases, or groups when the files carry patient/lesion ids, resampled
-    once per draw and every seed scored on it. Returns point (seed mean), ci95, seed_std, ci_method."""
+    one recipe (same cases): cases, or groups when the files carry patient/lesion ids (or
+    ``group_table``, a :class:`GroupTableConfig`, gives them for the files' ids: files written
+    before their data had ``data.groups``), resampled once per draw and every seed scored on it.
+    Returns point (seed mean), ci95, seed_std, ci_method."""
     from hybridmednet.metrics.bootstrap import interval_method, seed_mean_ci
     from hybridmednet.metrics.classification import single_label_headline
 
@@ -92,6 +95,10 @@ def seed_mean_interval(files: list[Path], class_names: list[str], n_resamples: i
         raise DataError(f"{[str(f) for f in files]}: the seeds scored other cases; a seed-mean interval needs the same cases")
     group_of = read_groups(Path(files[0]))
     groups = [group_of[i] for i in ids] if group_of else None
+    if groups is None and group_table is not None:
+        from hybridmednet.data.metadata import load_group_ids
+
+        groups = load_group_ids(group_table, ids)
     result = seed_mean_ci(single_label_headline, [p for _, p, _ in loaded], targets, n_resamples=n_resamples, groups=groups)
     result["ci_method"] = ("seed-mean " + interval_method(multilabel=False, groups=groups, n_resamples=n_resamples)
                            + f"; every resample scores all {len(files)} seeds and averages them")
