@@ -89,6 +89,13 @@ def runs_provenance(payload: dict, runs: list[dict], extra_note: str = "") -> di
             **({"provenance_note": note} if note else {})}
 
 
+def recomputed_note(payload: dict) -> str:
+    """The row note of a ``--reindex`` that recomputed a results file's intervals from its kept
+    predictions at a later commit (``payload["intervals_recomputed"]``); "" when none did."""
+    again = payload.get("intervals_recomputed")
+    return f"intervals recomputed from the kept predictions at {again['git']['commit'][:7]}" if again else ""
+
+
 def write_results(name: str, payload: dict, rows: list[dict], *, precision: dict | None = None) -> Path:
     """Write ``results/<name>.json`` and upsert ``rows`` into the summary index, each new row
     stamped with this run's provenance unless it brings its own."""
@@ -125,6 +132,16 @@ def keep_predictions(run_dir: Path, stem: str, key: str = "test") -> str:
     with open(source, "rb") as src, gzip.open(dst, "wb") as gz:
         shutil.copyfileobj(src, gz)
     return str(dst.relative_to(RESULTS.parent.parent))
+
+
+def kept_class_names(file: str | Path) -> list[str]:
+    """The classes of a kept predictions file (path relative to the repository), from its
+    ``prob_<class>`` columns."""
+    import gzip
+
+    with gzip.open(RESULTS.parent.parent / file, "rt") as handle:
+        header = handle.readline().strip().split(",")
+    return [c.removeprefix("prob_") for c in header if c.startswith("prob_")]
 
 
 def kept_groups(file: str | Path, ids: list[str], table=None) -> list[str | None] | None:

@@ -43,8 +43,10 @@ from _common import (
     RESULTS,
     SUMMARY,
     keep_predictions,
+    kept_class_names,
     kept_groups,
     provenance,
+    recomputed_note,
     runs_provenance,
     seed_mean_interval,
     train_and_evaluate,
@@ -188,7 +190,39 @@ def method_row(method: str, done: list[dict], scratch: dict, class_names: list[s
     return {"variant": describe(method), "seeds": [d["seed"] for d in done], "metrics": metrics, "ci": ci,
             "ci_method": interval["ci_method"] + "; differences: " + paired["ci_method"]
             + f" against the {len(scratch['predictions'])}-seed scratch student",
-            "wall_s": round(sum(d["wall_s"] for d in done), 1), **runs_provenance(payload, done)}
+            "wall_s": round(sum(d["wall_s"] for d in done), 1), **runs_provenance(payload, done, recomputed_note(payload))}
+
+
+def scratch_row(scratch: dict, class_names: list[str]) -> dict:
+    """The scratch student's row: the medmnist benchmark's runs, with their provenance, not this one's."""
+    interval = seed_mean_interval(scratch["predictions"], class_names, groups=lesion_table())
+    per_seed = scratch["payload"]["per_seed"]
+    return {"variant": "student from scratch (the medmnist default-recipe runs)", "seeds": [r["seed"] for r in per_seed],
+            "metrics": {k: scratch["payload"]["metrics"][k] for k in KEYS}
+            | {f"{k}_std": scratch["payload"]["metrics"][f"{k}_std"] for k in ("test_acc", "test_auc")}
+            | {"params_m": per_seed[0]["metrics"]["params_m"], "gflops": per_seed[0]["metrics"]["gflops"],
+               "train_time_ratio": 1.0},
+            "ci": {f"test_{k}": v for k, v in interval["ci95"].items()}, "ci_method": interval["ci_method"],
+            "wall_s": round(sum(r["wall_s"] for r in per_seed), 1), "provenance": scratch_provenance()}
+
+
+def reindex(results_name: str) -> None:
+    """The scratch and student rows again from the kept predictions of the results file (intervals
+    over lesions where the preset's ``data.groups`` gives them); nothing retrained. The teacher rows
+    (intervals of ensembles whose predictions were not kept) stay as the index holds them."""
+    path = RESULTS / f"{results_name}.json"
+    payload = json.loads(path.read_text())
+    scratch = scratch_side([])
+    class_names = kept_class_names(scratch["predictions"][0])
+    payload["intervals_recomputed"] = {"by": f"python benchmarks/distill.py --results-name {results_name} --reindex",
+                                       "git": provenance([])["git"],
+                                       "what": "scratch and student rows' intervals recomputed from the kept predictions "
+                                               "(lesions resampled through data.groups); nothing retrained"}
+    rows = [scratch_row(scratch, class_names)] + [method_row(k, v, scratch, class_names, payload["onnx_latency_ms_p50_student"],
+                                                             payload) for k, v in payload["runs"].items()]
+    payload["rows"] = [r for r in payload["rows"] if r["variant"].startswith("teacher")] + rows
+    common = {"benchmark": "distill", "dataset": DATASET, "image_size": 28, "model": "small_cnn"}
+    write_results(results_name, payload, [common | r for r in rows])
 
 
 def earlier_teacher_row() -> dict | None:
@@ -209,21 +243,13 @@ def scratch_provenance() -> dict:
     return rows[0]["provenance"]
 
 
-def class_names_of(prediction_file: str) -> list[str]:
-    """The classes of a kept predictions file, from its ``prob_<class>`` columns."""
-    import gzip
-
-    with gzip.open(ROOT / prediction_file, "rt") as handle:
-        header = handle.readline().strip().split(",")
-    return [c.removeprefix("prob_") for c in header if c.startswith("prob_")]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--teacher-runs", default=None,
                         help="folder with the medmnist benchmark's kept dermamnist_s<seed> runs (the small_cnn ensemble "
                              "teacher; without it only lite0: methods run and its row is kept from the index)")
-    parser.add_argument("--plan", required=True, help="method@seed pairs in order, e.g. kd@0,dkd@0,kd@1")
+    parser.add_argument("--plan", default=None, help="method@seed pairs in order, e.g. kd@0,dkd@0,kd@1")
+    parser.add_argument("--reindex", action="store_true", help="rows again from the results file's kept predictions; no training")
     parser.add_argument("--lite0-teacher", type=Path, default=None,
                         help="the 128-px pretrained Lite0 run (benchmarks/pretrained.py --keep-runs) for the lite0: methods")
     parser.add_argument("--results-name", default="distill_dermamnist28")
@@ -232,6 +258,11 @@ def main() -> None:
                         help="keep the finished (method, seed) runs of the existing results file (their kept predictions "
                              "and their own commit) and add the plan's runs to them")
     args = parser.parse_args()
+    if args.reindex:
+        reindex(args.results_name)
+        return
+    if not args.plan:
+        parser.error("--plan is required (or --reindex)")
     origin = provenance([])
     teachers = sorted(Path(args.teacher_runs).glob("dermamnist_s*")) if args.teacher_runs else []
     if args.teacher_runs and not teachers:
@@ -244,7 +275,7 @@ def main() -> None:
     if needs_ensemble and not teachers:
         raise SystemExit(f"{', '.join(needs_ensemble)}: taught by the small_cnn ensemble; pass --teacher-runs")
     scratch = scratch_side(teachers)
-    class_names = class_names_of(scratch["predictions"][0])
+    class_names = kept_class_names(scratch["predictions"][0])
     from hybridmednet.config.loader import load_config
 
     data_file = Path(load_config(PRESET).data.source.root) / "dermamnist.npz"
@@ -261,16 +292,7 @@ def main() -> None:
     rows = [teacher_row(scratch, class_names)] if teachers else [r for r in [earlier_teacher_row()] if r]
     if args.lite0_teacher is not None:
         rows.append(lite0_teacher_row(args.lite0_teacher))
-    scratch_interval = seed_mean_interval(scratch["predictions"], class_names, groups=lesion_table())
-    per_seed = scratch["payload"]["per_seed"]
-    rows.append({"variant": "student from scratch (the medmnist default-recipe runs)", "seeds": [r["seed"] for r in per_seed],
-                 "metrics": {k: scratch["payload"]["metrics"][k] for k in KEYS}
-                 | {f"{k}_std": scratch["payload"]["metrics"][f"{k}_std"] for k in ("test_acc", "test_auc")}
-                 | {"params_m": per_seed[0]["metrics"]["params_m"], "gflops": per_seed[0]["metrics"]["gflops"],
-                    "train_time_ratio": 1.0},
-                 "ci": {f"test_{k}": v for k, v in scratch_interval["ci95"].items()}, "ci_method": scratch_interval["ci_method"],
-                 "wall_s": round(sum(r["wall_s"] for r in per_seed), 1),
-                 "provenance": scratch_provenance()})  # the medmnist benchmark's runs, not this one
+    rows.append(scratch_row(scratch, class_names))
     latency = None
     workdir = tempfile.TemporaryDirectory()
     for method, seed in plan:

@@ -25,7 +25,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, keep_predictions, provenance, seed_mean_interval, train_and_evaluate, write_results
+from _common import (
+    RESULTS,
+    SUMMARY,
+    git_state,
+    keep_predictions,
+    kept_class_names,
+    provenance,
+    recomputed_note,
+    seed_mean_interval,
+    train_and_evaluate,
+    write_results,
+)
 
 from hybridmednet.config.loader import load_config
 from hybridmednet.engine.ensemble import evaluate_ensemble
@@ -62,6 +73,26 @@ def seed_ensemble(run_dirs: list[Path], flips: tuple[str, ...]) -> dict:
             "eval_wall_s": round(time.perf_counter() - started, 1)}
 
 
+def reindex(name: str, preset: Path) -> None:
+    """The seed-mean row's interval again from the results file's kept predictions (groups: the
+    files' own, else the preset's ``data.groups``); nothing retrained. The ensemble row stays as
+    the index holds it (its TTA predictions were not kept)."""
+    path = RESULTS / f"{name}.json"
+    payload = json.loads(path.read_text())
+    cfg = load_config(preset, payload["overrides"])
+    seed_mean = seed_mean_interval(payload["predictions"], kept_class_names(payload["predictions"][0]),
+                                   groups=cfg.data.groups)
+    payload["ci95_seed_mean"] = seed_mean
+    payload["intervals_recomputed"] = {"by": f"python benchmarks/medmnist.py --dataset {preset.stem} "
+                                             f"--results-name {name} --reindex", "git": git_state(),
+                                       "what": "the seed-mean interval recomputed from the kept predictions; nothing retrained"}
+    index = json.loads(SUMMARY.read_text())
+    row = next(r for r in index if r["results_file"].endswith(path.name) and r["variant"] == payload["variant"])
+    note = "; ".join(n for n in (row.get("provenance_note"), recomputed_note(payload)) if n)
+    write_results(name, payload, [row | {"ci": {f"test_{k}": v for k, v in seed_mean["ci95"].items()},
+                                         "ci_method": seed_mean["ci_method"], "provenance_note": note}])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", required=True, choices=sorted(TARGETS))
@@ -72,9 +103,13 @@ def main() -> None:
     parser.add_argument("--no-index", action="store_true", help="write the results file only, not summary.json")
     parser.add_argument("--keep-runs", default=None, help="train into this folder and keep the run directories "
                         "(e.g. as distillation teachers); default: a temporary folder")
+    parser.add_argument("--reindex", action="store_true", help="the seed-mean interval again from the kept predictions; no training")
     args = parser.parse_args()
-    origin = provenance([])
     preset = ROOT / "configs" / f"{args.dataset}.yaml"
+    if args.reindex:
+        reindex(args.results_name or f"medmnist_{args.dataset}_{args.variant.replace(' ', '_')}", preset)
+        return
+    origin = provenance([])
     seeds = [int(s) for s in args.seeds.split(",")]
     workdir = tempfile.TemporaryDirectory()
     runs = Path(args.keep_runs) if args.keep_runs else Path(workdir.name)

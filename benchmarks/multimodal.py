@@ -81,7 +81,7 @@ def summary_rows(variants: dict, dataset: str, cfg, payload: dict, benchmark: st
     """One index row per variant whose runs carry their own commit and command (metadata-only has
     no image backbone). Variants not yet re-run since runs kept them give no row: their index rows
     keep the provenance recovered for them, never this run's."""
-    from _common import runs_provenance
+    from _common import recomputed_note, runs_provenance
 
     rows = []
     for n, e in variants.items():
@@ -96,12 +96,6 @@ def summary_rows(variants: dict, dataset: str, cfg, payload: dict, benchmark: st
                      **_interval(e), "wall_s": round(sum(r["wall_s"] for r in e["runs"]), 1),
                      **runs_provenance(payload, e["runs"], recomputed_note(payload))})
     return rows
-
-
-def recomputed_note(payload: dict) -> str:
-    """The row note of a ``--reindex`` that recomputed the intervals at a later commit."""
-    again = payload.get("intervals_recomputed")
-    return f"intervals recomputed from the kept predictions at {again['git']['commit'][:7]}" if again else ""
 
 
 def _interval(entry: dict) -> dict:
