@@ -96,14 +96,20 @@ def recomputed_note(payload: dict) -> str:
     return f"intervals recomputed from the kept predictions at {again['git']['commit'][:7]}" if again else ""
 
 
-def write_results(name: str, payload: dict, rows: list[dict], *, precision: dict | None = None) -> Path:
+def write_results(name: str, payload: dict, rows: list[dict], *, precision: dict | None = None,
+                  keep_from_index: tuple[str, ...] = ()) -> Path:
     """Write ``results/<name>.json`` and upsert ``rows`` into the summary index, each new row
-    stamped with this run's provenance unless it brings its own."""
+    stamped with this run's provenance unless it brings its own. ``keep_from_index``: fields a row
+    already in the index keeps (a ``--reindex`` passes ``("provenance", "metrics")``: it recomputes
+    intervals only, and must not restamp the row or re-read values the runs measured)."""
     path = RESULTS / f"{name}.json"
     atomic_write_json(path, payload)
     index = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else []
     stamp = row_provenance(payload, precision)
+    earlier = {tuple(r[k] for k in ROW_KEY): r for r in index}
     for row in rows:
+        before = earlier.get(tuple(row.get(k, "default" if k == "variant" else None) for k in ROW_KEY), {})
+        row = row | {k: before[k] for k in keep_from_index if k in before}
         row = {"benchmark": row["benchmark"], "dataset": row["dataset"], "image_size": row["image_size"],
                "model": row["model"], "variant": row.get("variant", "default"), "seeds": row.get("seeds", [0]),
                "metrics": row.get("metrics", {}), "ci": row.get("ci", {}), "wall_s": row.get("wall_s"),

@@ -90,7 +90,8 @@ def reindex(name: str, preset: Path) -> None:
     row = next(r for r in index if r["results_file"].endswith(path.name) and r["variant"] == payload["variant"])
     note = "; ".join(n for n in (row.get("provenance_note"), recomputed_note(payload)) if n)
     write_results(name, payload, [row | {"ci": {f"test_{k}": v for k, v in seed_mean["ci95"].items()},
-                                         "ci_method": seed_mean["ci_method"], "provenance_note": note}])
+                                         "ci_method": seed_mean["ci_method"], "provenance_note": note}],
+                  keep_from_index=("provenance", "metrics"))
 
 
 def main() -> None:

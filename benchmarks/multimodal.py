@@ -145,10 +145,10 @@ def run_setting(benchmark: str, table: dict[str, list[str]], setting: str, seeds
         rows = summary_rows(variants, dataset, cfg, payload, benchmark)
         index = json.loads(SUMMARY.read_text())
         mine = {r["variant"] for r in index if r["results_file"].endswith(path.name)}
-        replaced = {r["variant"] for r in rows} | (mine - set(variants))  # rewritten, or no longer a variant
+        gone = mine - set(variants)  # no longer a variant; the others are upserted, keeping their stamps
         atomic_write_json(SUMMARY, [r for r in index if not (r["results_file"].endswith(path.name)
-                                                             and r["variant"] in replaced)])
-        write_results(path.stem, payload, rows)
+                                                             and r["variant"] in gone)])
+        write_results(path.stem, payload, rows, keep_from_index=("provenance", "metrics"))
         return
     origin = data_provenance(cfg)
     for seed in seeds:  # seed-major: a cut-short run still has every variant at the first seeds

@@ -35,6 +35,27 @@ def test_new_rows_are_stamped_and_earlier_rows_keep_theirs(tmp_path, monkeypatch
     assert set(rows["v2"]["provenance"]) >= {"commit", "dirty", "command", "data_sha256", "precision", "threads"}
 
 
+def test_a_reindex_changes_intervals_only_and_keeps_the_rows_stamp(tmp_path, monkeypatch):
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    monkeypatch.setattr(_common, "RESULTS", results)
+    monkeypatch.setattr(_common, "SUMMARY", results / "summary.json")
+    trained = {"git": {"commit": "aaa", "dirty": False}, "command": "python train.py", "machine": {"torch_threads": 2,
+                                                                                                 "auto_precision": "fp32"}}
+    _common.write_results("one", trained, [_row("v1") | {"metrics": {"test_acc": 0.5, "latency_ms_p50": 1.0},
+                                                          "ci": {"test_acc": [0.4, 0.6]}}])
+    later = {"git": {"commit": "bbb", "dirty": False}, "command": "python train.py --reindex",
+             "machine": {"torch_threads": 1, "auto_precision": "bfloat16"}}
+    again = _row("v1") | {"metrics": {"test_acc": 0.5, "latency_ms_p50": 9.0}, "ci": {"test_acc": [0.38, 0.62]},
+                          "ci_method": "cluster bootstrap", "provenance_note": "intervals recomputed at bbb"}
+    _common.write_results("one", later, [again, _row("v2")], keep_from_index=("provenance", "metrics"))
+    rows = {r["variant"]: r for r in json.loads((results / "summary.json").read_text())}
+    assert rows["v1"]["ci"] == {"test_acc": [0.38, 0.62]} and rows["v1"]["ci_method"] == "cluster bootstrap"
+    assert rows["v1"]["provenance"]["commit"] == "aaa" and rows["v1"]["provenance"]["precision"]["train"] == "fp32"
+    assert rows["v1"]["metrics"]["latency_ms_p50"] == 1.0 and rows["v1"]["provenance_note"] == "intervals recomputed at bbb"
+    assert rows["v2"]["provenance"]["commit"] == "bbb"  # a row the index did not hold is stamped as new
+
+
 def test_the_training_precision_is_the_writing_machines_not_this_ones():
     recorded = {"git": {}, "machine": {"cpu": "Some CPU", "auto_precision": "fp32"}}
     assert _common.row_provenance(recorded)["precision"]["train"] == "fp32"
