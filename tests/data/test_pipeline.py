@@ -147,6 +147,11 @@ def test_data_groups_errors_name_the_key(tiny_npz, image_folder, tmp_path):
     raw["data"]["groups"] = _lesion_tables(tiny_npz, tmp_path) | {"id_template": "{image_id}"}
     with pytest.raises(DataError, match="data.groups.id_template"):
         prepare_data(load_config(raw=raw).data)
+    # an npz downloaded without the HAM10000 tables: the error names the file, the key and the way out
+    raw["data"]["groups"] = _lesion_tables(tiny_npz, tmp_path) | {"join_path": str(tmp_path / "absent.csv")}
+    with pytest.raises(DataError, match=r"absent\.csv: metadata CSV not found; fix data\.groups\.join_path, "
+                                        r"or go without the table \(--set data\.groups=null\)"):
+        prepare_data(load_config(raw=raw).data)
     folder = folder_cfg(image_folder).model_dump()
     folder["groups"] = _lesion_tables(tiny_npz, tmp_path)
     with pytest.raises(ConfigError, match="already gives group ids"):

@@ -22,11 +22,12 @@ def clean_value(value) -> str | None:
     return None if text.casefold() in MISSING else text
 
 
-def _read(path: str, key: str) -> pd.DataFrame:
+def _read(path: str, key: str, field: str = "path") -> pd.DataFrame:
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: metadata CSV not found; fix {key}.path") from None
+    except FileNotFoundError:  # e.g. a preset's HAM10000 tables beside an npz downloaded on its own
+        raise DataError(f"{path}: metadata CSV not found; fix {key}.{field}, or go without the table "
+                        f"(--set {key}=null)") from None
 
 
 def load_metadata_rows(cfg, ids: list[str], columns: list[str], *, key: str) -> dict[str, list[str | None]]:
@@ -36,7 +37,7 @@ def load_metadata_rows(cfg, ids: list[str], columns: list[str], *, key: str) -> 
     """
     frame = _read(cfg.path, key)
     if cfg.join_path:
-        other = _read(cfg.join_path, key)
+        other = _read(cfg.join_path, key, "join_path")
         for name, table in ((cfg.path, frame), (cfg.join_path, other)):
             if cfg.join_on not in table.columns:
                 raise DataError(f"{name}: no column '{cfg.join_on}' to join on ({key}.join_on)")
