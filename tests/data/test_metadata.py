@@ -19,3 +19,14 @@ def test_missing_column_is_named(tmp_path):
     cfg = SubgroupConfig(path=str(tmp_path / "m.csv"), id_template="{image_id}", columns={"site": "localization"})
     with pytest.raises(DataError, match=r"no column\(s\) \['localization'\]"):
         load_subgroup_values(cfg, ["A"])
+
+
+def test_a_missing_table_offers_going_without_it_only_where_the_config_allows(tmp_path):
+    from hybridmednet.data.metadata import load_metadata_rows
+
+    cfg = SubgroupConfig(path=str(tmp_path / "absent.csv"), id_template="{image_id}", columns={"sex": "sex"})
+    with pytest.raises(DataError, match=r"absent\.csv: metadata CSV not found; fix eval\.subgroups\.path, or go "
+                                        r"without the table \(--set eval\.subgroups=null\)"):
+        load_subgroup_values(cfg, ["A"])
+    with pytest.raises(DataError, match=r"fix data\.clinical\.table\.path$"):  # a clinical model needs its table
+        load_metadata_rows(cfg, ["A"], ["sex"], key="data.clinical.table")

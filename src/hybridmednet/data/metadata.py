@@ -22,22 +22,24 @@ def clean_value(value) -> str | None:
     return None if text.casefold() in MISSING else text
 
 
-def _read(path: str, key: str, field: str = "path") -> pd.DataFrame:
+def _read(path: str, key: str, field: str, optional: bool) -> pd.DataFrame:
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:  # e.g. a preset's HAM10000 tables beside an npz downloaded on its own
-        raise DataError(f"{path}: metadata CSV not found; fix {key}.{field}, or go without the table "
-                        f"(--set {key}=null)") from None
+        way_out = f", or go without the table (--set {key}=null)" if optional else ""
+        raise DataError(f"{path}: metadata CSV not found; fix {key}.{field}{way_out}") from None
 
 
-def load_metadata_rows(cfg, ids: list[str], columns: list[str], *, key: str) -> dict[str, list[str | None]]:
+def load_metadata_rows(cfg, ids: list[str], columns: list[str], *, key: str,
+                       optional: bool = False) -> dict[str, list[str | None]]:
     """Column -> one value per id (None where the id has no row or the value is missing).
 
-    ``cfg`` is a :class:`MetadataTableConfig`; ``key`` names it in errors (``eval.subgroups``).
+    ``cfg`` is a :class:`MetadataTableConfig`; ``key`` names it in errors (``eval.subgroups``);
+    ``optional``: the config works without the table, so a missing file's error offers ``key=null``.
     """
-    frame = _read(cfg.path, key)
+    frame = _read(cfg.path, key, "path", optional)
     if cfg.join_path:
-        other = _read(cfg.join_path, key, "join_path")
+        other = _read(cfg.join_path, key, "join_path", optional)
         for name, table in ((cfg.path, frame), (cfg.join_path, other)):
             if cfg.join_on not in table.columns:
                 raise DataError(f"{name}: no column '{cfg.join_on}' to join on ({key}.join_on)")
@@ -64,11 +66,12 @@ def load_metadata_rows(cfg, ids: list[str], columns: list[str], *, key: str) -> 
 
 def load_subgroup_values(cfg, ids: list[str]) -> dict[str, list[str | None]]:
     """Attribute name -> one value per id (None where the id or value is missing)."""
-    values = load_metadata_rows(cfg, ids, list(dict.fromkeys(cfg.columns.values())), key="eval.subgroups")
+    columns = list(dict.fromkeys(cfg.columns.values()))
+    values = load_metadata_rows(cfg, ids, columns, key="eval.subgroups", optional=True)
     return {name: values[column] for name, column in cfg.columns.items()}
 
 
 def load_group_ids(cfg, ids: list[str]) -> list[str | None]:
     """One patient/lesion id per sample id from ``data.groups`` (a :class:`GroupTableConfig`);
     None where the table has no row or no value for it (such a sample is its own group)."""
-    return load_metadata_rows(cfg, ids, [cfg.column], key="data.groups")[cfg.column]
+    return load_metadata_rows(cfg, ids, [cfg.column], key="data.groups", optional=True)[cfg.column]
