@@ -42,36 +42,47 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def summary_rows(payload: dict, model: str) -> list[dict]:
-    """One index row per fusion: the pooled differences and the least significant seed's McNemar p."""
-    runs = payload["runs"]
-    return [{"benchmark": "multimodal_paired", "dataset": payload["dataset"], "image_size": payload["image_size"],
-             "model": model, "variant": f"{name} - image_only", "seeds": payload["seeds"],
+    """One index row per fusion: the pooled differences and the least significant seed's McNemar p
+    (the baseline: image-only, or the payload's ``baseline``; a run's own model name where it has one)."""
+    runs, baseline = payload["runs"], payload.get("baseline", "image_only")
+    return [{"benchmark": payload["benchmark"], "dataset": payload["dataset"], "image_size": payload["image_size"],
+             "model": runs[name][0].get("model", model), "variant": f"{name} - {baseline}",
+             "seeds": c.get("seeds", payload["seeds"]),
              "metrics": {f"test_{k}_diff": c["metrics"][k]["diff"] for k in METRICS}
              | {"mcnemar_p_max": max(t["p_value"] for t in c["mcnemar_acc"])},
              "ci": {f"test_{k}_diff": c["metrics"][k]["ci95"] for k in METRICS},
              **({"ci_method": c["ci_method"] + "; McNemar per seed: " + c["mcnemar_acc"][0].get("test", "exact")}
                 if "ci_method" in c else {}),
              **({"provenance_note": payload["source_note"]} if "source_note" in payload else {}),
-             "wall_s": round(sum(r["wall_s"] for r in runs[name] + runs["image_only"]), 1)}
+             "wall_s": round(sum(r["wall_s"] for r in runs[name] + runs[baseline]), 1)}
             for name, c in payload["comparisons"].items()]
 
 
-def from_kept(setting: str, variants: list[str], model: str, group_table=None) -> None:
-    """The paired comparison from ``multimodal.py``'s kept predictions (see the module docstring);
-    ``group_table``: the preset's ``data.groups``, for kept files that carry no group ids."""
-    source = RESULTS / f"multimodal_{setting}.json"
-    trained = json.loads(source.read_text())
+def from_kept(setting: str, variants: list[str], model: str, group_table=None, *, source: str = "multimodal",
+              baseline: str = "image_only", results_name: str | None = None) -> None:
+    """The paired comparison from the kept predictions of ``<results_name>.json`` (default
+    ``<source>_<setting>``; see the module docstring): each variant against ``baseline`` over the
+    seeds they share, written to ``<results_name>`` with ``_paired`` after ``source`` (rows
+    ``benchmark: "<source>_paired"``; ``strategies.py --paired`` scores its strategies against
+    concat this way); ``group_table``: the preset's ``data.groups``, for kept files without ids."""
+    stem = results_name or f"{source}_{setting}"
+    path = RESULTS / f"{stem}.json"
+    if not path.exists():
+        raise SystemExit(f"{path.name}: not found; run python benchmarks/{source}.py --setting {setting} first")
+    trained = json.loads(path.read_text())
     entries = trained["variants"]
-    missing = [n for n in ["image_only", *variants]
+    missing = [n for n in [baseline, *variants]
                if not entries.get(n, {}).get("runs") or not all("predictions" in r for r in entries[n]["runs"])]
     if missing:
-        raise SystemExit(f"{source.name}: no kept predictions for {missing}; run python benchmarks/multimodal.py "
-                         f"--setting {setting} --only image_only,{','.join(variants)} first")
-    base = {r["seed"]: r for r in entries["image_only"]["runs"]}
-    comparisons, runs, commits = {}, {"image_only": list(base.values())}, set()
+        raise SystemExit(f"{path.name}: no kept predictions for {missing}; run python benchmarks/{source}.py "
+                         f"--setting {setting} --only {','.join([baseline, *variants])} first")
+    base = {r["seed"]: r for r in entries[baseline]["runs"]}
+    comparisons, runs, commits = {}, {baseline: list(base.values())}, set()
     for name in variants:
         fused = {r["seed"]: r for r in entries[name]["runs"]}
         seeds = sorted(set(base) & set(fused))
+        if not seeds:
+            raise SystemExit(f"{path.name}: {name} and {baseline} share no seed; run both with the same --seeds")
         class_names = base[seeds[0]]["class_names"]
         paths = [ROOT / r["predictions"] for r in [base[s] for s in seeds] + [fused[s] for s in seeds]]
         ids, probs, targets = align_predictions([(p, *read_predictions(p, class_names, False)) for p in paths])
@@ -84,21 +95,21 @@ def from_kept(setting: str, variants: list[str], model: str, group_table=None) -
         runs[name] = [fused[s] for s in seeds]
         commits |= {r["git"]["commit"] for r in runs[name] + [base[s] for s in seeds]}
         c = comparisons[name]
-        print(f"{name} - image_only ({c['ci_method']}): " + ", ".join(
+        print(f"{name} - {baseline} ({c['ci_method']}): " + ", ".join(
             f"{k} {c['metrics'][k]['diff']:+.4f} [{c['metrics'][k]['ci95'][0]:+.4f}, {c['metrics'][k]['ci95'][1]:+.4f}]"
             for k in METRICS) + "; McNemar p per seed " + ", ".join(f"{t['p_value']:.3g}" for t in c["mcnemar_acc"]), flush=True)
     first = next(iter(comparisons.values()))
-    payload = {"benchmark": "multimodal_paired", "setting": setting, "dataset": trained["dataset"],
-               "image_size": trained["image_size"], "source": source.name,
-               "source_note": f"scored from the kept test predictions of {source.name} (runs from commits "
+    payload = {"benchmark": f"{source}_paired", "setting": setting, "dataset": trained["dataset"],
+               "image_size": trained["image_size"], "source": path.name, "baseline": baseline,
+               "source_note": f"scored from the kept test predictions of {path.name} (runs from commits "
                               f"{sorted(commits)}); nothing retrained",
-               "test": "fusion - image_only on the same test cases, seeds averaged inside every resample: "
+               "test": f"variant - {baseline} on the same test cases, seeds averaged inside every resample: "
                        + first["ci_method"] + "; McNemar per seed (clustered where lesion ids exist)",
                "seeds": first["seeds"], "runs": runs, "comparisons": comparisons,
                **provenance([ROOT / r["predictions"] for rs in runs.values() for r in rs])}
     # the rows' training precision and threads are those of the machine that trained the runs
     payload |= {"machine": trained["machine"], "scored_on": payload["machine"]}
-    write_results(f"multimodal_paired_{setting}", payload, summary_rows(payload, model))
+    write_results(stem.replace(source, f"{source}_paired", 1), payload, summary_rows(payload, model))
 
 
 def reindex(path: Path, model: str) -> None:

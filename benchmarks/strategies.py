@@ -23,6 +23,11 @@ available here).
 
     python benchmarks/strategies.py --setting lesion64 --seeds 0,1,2
     python benchmarks/strategies.py --setting official64 --only concat,ssm
+    python benchmarks/strategies.py --setting lesion64 --paired   # no training: every variant - concat
+
+``--paired`` scores every variant of the results file against concat on the same test cases from
+the kept predictions (``multimodal_paired.from_kept``: seeds averaged inside each resample,
+lesion-clustered bootstrap and McNemar per seed) into ``strategies_paired_<setting>.json``.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from multimodal import IMAGE_ONLY, SETTINGS, run_setting
+from _common import RESULTS
+from multimodal import CONFIGS, IMAGE_ONLY, SETTINGS, run_setting
+from multimodal_paired import from_kept
 
 NARRATIVE = ['data.clinical.template=["A {age:.0f}-year-old {sex} patient", "presents with a lesion on the {localization}."]',
              'data.clinical.joiner=" "',
@@ -64,10 +71,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--only", default=None, help=f"comma-separated variants of {', '.join(VARIANTS)}")
     parser.add_argument("--results-name", default=None, help="default strategies_<setting>")
+    parser.add_argument("--paired", action="store_true", help="score every variant against concat from the kept "
+                        "predictions of strategies_<setting>.json; no training")
     parser.add_argument("--set", action="append", default=[],
                         help="extra override for every run (a smoke test: --set data.max_samples_per_split=300 "
                              "--epochs 1 --results-name strategies_smoke)")
     args = parser.parse_args()
+    if args.paired:
+        paired(args.setting, args.results_name or f"strategies_{args.setting}")
+        return
     names = args.only.split(",") if args.only else list(VARIANTS)
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
@@ -77,6 +89,21 @@ def main() -> None:
                          "128-px images, which the 28-px DermaMNIST file does not have; use official64 or lesion64")
     run_setting("strategies", VARIANTS, args.setting, [int(s) for s in args.seeds.split(",")], args.epochs, names,
                 args.results_name or f"strategies_{args.setting}", extra=args.set)
+
+
+def paired(setting: str, results_name: str) -> None:
+    """Every variant with runs in ``<results_name>.json`` minus concat."""
+    from hybridmednet.config.loader import load_config
+
+    path = RESULTS / f"{results_name}.json"
+    if not path.exists():
+        raise SystemExit(f"{path.name}: not found; run python benchmarks/strategies.py --setting {setting} first")
+    entries = json.loads(path.read_text())["variants"]
+    others = [n for n, e in entries.items() if n != "concat" and e.get("runs")]
+    preset_name, setting_overrides, _ = SETTINGS[setting]
+    cfg = load_config(CONFIGS / preset_name, setting_overrides)
+    from_kept(setting, others, cfg.model.name, cfg.data.groups, source="strategies", baseline="concat",
+              results_name=results_name)
 
 
 if __name__ == "__main__":
