@@ -45,7 +45,9 @@ LABELS = {"dermamnist": "dermamnist (re-rendered)", "pneumoniamnist": "pneumonia
 SWEEP_BASE = ["data.image_size=28", "data.augment=light", "model.kwargs.stem_stride=1", "train.epochs=10",
               "train.early_stopping_patience=null", "eval.subgroups=null"]
 SWEEP_VARY = ["train.lr=5e-4,5e-3", "data.batch_size=32,128", "model.multimodal.dim=64,256", "model.drop_rate=0.0,0.3"]
-SELECT_MODELS = ["small_cnn", "small_cnn_wide", "resnet18_fpn", "hybridmednet_small28", "convnext_tiny_fpn"]
+# model -> its kwargs (ConvNeXt-T's stride-32 stage cannot run on the 1x1 map of a 28-px input: stages 1-3)
+SELECT_MODELS = {"small_cnn": {}, "small_cnn_wide": {}, "resnet18_fpn": {}, "hybridmednet_small28": {},
+                 "convnext_tiny_fpn": {"out_indices": [0, 1, 2]}}
 
 
 def study(args) -> None:
@@ -125,7 +127,7 @@ def select(args) -> None:
     base = yaml.safe_load((ROOT / "configs" / "dermamnist.yaml").read_text())
     candidates = []
     for model in SELECT_MODELS:
-        cfg = base | {"name": f"select_{model}", "model": {"name": model},
+        cfg = base | {"name": f"select_{model}", "model": {"name": model, "kwargs": SELECT_MODELS[model]},
                       "train": base["train"] | {"epochs": 10, "early_stopping_patience": None}}
         path = out / "candidates" / f"{model}.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -35,6 +35,21 @@ def test_select_names_the_best_model_that_fits_and_says_when_none_does(tiny_npz,
     assert saved["selected"] is None and all(not r["meets"] for r in saved["candidates"])
 
 
+def test_a_candidate_that_cannot_build_stops_the_selection_before_anything_trains(tiny_npz, tmp_path):
+    good = tiny_config(tiny_npz.parent, tmp_path / "runs", epochs=1)
+    bad = tiny_config(tiny_npz.parent, tmp_path / "runs", epochs=1)
+    good["name"], bad["name"] = "good", "convnext16"
+    bad["model"] = {"name": "convnext_tiny_fpn", "pretrained": False}  # its stride-32 stage cannot run at 16 px
+    paths = []
+    for cfg in (good, bad):
+        path = tmp_path / f"{cfg['name']}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        paths.append(str(path))
+    with pytest.raises(ConfigError, match=r"convnext16\.yaml: model 'convnext_tiny' cannot run at 16 px.*nothing was trained"):
+        select_model(paths, "params_m<=100", tmp_path / "sel", iters=20, threads=1)
+    assert not (tmp_path / "runs" / "good").exists()
+
+
 def test_constraints_are_checked():
     assert parse_constraints("latency_ms_p95<=10, file_mb<100") == [("latency_ms_p95", "<=", 10.0), ("file_mb", "<", 100.0)]
     with pytest.raises(ConfigError, match="NAME<=VALUE"):

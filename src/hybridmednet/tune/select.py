@@ -50,11 +50,33 @@ def _run_dir(candidate: str, out: Path, device: str | None) -> Path:
     return cfg.run_dir
 
 
+def _check_buildable(candidates: list[str]) -> None:
+    """Build every config candidate's image model (random weights) before anything trains, so a
+    candidate that cannot run (e.g. a stride-32 backbone at 28 px) stops the selection at once,
+    not after the candidates before it have trained."""
+    from hybridmednet.config.loader import load_config
+    from hybridmednet.engine.run_dir import build_model_from_config
+    from hybridmednet.paths import resolve_config_path
+
+    for candidate in candidates:
+        path = Path(candidate)
+        if path.is_dir() and (path / "checkpoints" / "best.json").exists():
+            continue
+        cfg = load_config(resolve_config_path(candidate))
+        if cfg.model.multimodal is not None:  # its encoder needs the fitted clinical inputs: built when it trains
+            continue
+        try:
+            build_model_from_config(cfg, num_classes=2, pretrained=False)
+        except ConfigError as exc:
+            raise ConfigError(f"candidate {candidate}: {exc}; nothing was trained") from None
+
+
 def select_model(candidates: list[str], constraints: str, out: str | Path, *, iters: int = 200,
                  threads: int | None = None, device: str | None = None) -> dict:
     from hybridmednet.deploy.benchmark import benchmark_run
 
     limits = parse_constraints(constraints)
+    _check_buildable(candidates)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     table = []
