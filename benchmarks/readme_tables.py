@@ -23,7 +23,7 @@ COLUMNS = [("test_acc", "test ACC"), ("test_acc_std", "ACC std"), ("gap_test_acc
            ("test_auc", "test AUC"), ("test_auc_std", "AUC std"), ("gap_test_auc", "gap to AUC target"),
            ("no_text_test_acc", "ACC, text missing"), ("no_text_test_auc", "AUC, text missing"), ("test_balanced_acc", "bal. ACC"),
            ("test_macro_f1", "macro-F1"), ("val_acc", "val ACC"), ("val_auc", "val AUC"), ("params_m", "params (M)"), ("gflops", "GFLOPs"),
-           ("train_img_s", "train img/s"), ("time_to_best_s", "time to best (s)"), ("sparsity", "sparsity"), ("size_mb", "file MB"),
+           ("train_img_s", "train img/s"), ("time_to_best_s", "time to best (s)"), ("sparsity", "sparsity"), ("size_mb", "file MB"), ("file_mb", "file MB"),
            ("latency_ms_p50", "b1 p50 ms"), ("latency_ms_p95", "b1 p95 ms"), ("throughput_b64_img_s", "b64 img/s"),
            ("peak_rss_mb", "peak MB"), ("train_time_ratio", "train time vs scratch"), ("test_acc_diff", "ACC gain"), ("test_balanced_acc_diff", "bal. ACC gain"),
            ("test_macro_f1_diff", "macro-F1 gain"), ("test_auc_diff", "AUC gain"), ("mcnemar_p_max", "McNemar p, worst seed"),
