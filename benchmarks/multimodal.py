@@ -73,7 +73,8 @@ def run_variant(preset: Path, overrides: list[str], seed: int, multimodal: bool,
 def aggregate(runs: list[dict], part: str | None = None) -> dict:
     pick = (lambda r: r["metrics"]) if part is None else (lambda r: r[part]["metrics"])
     out = {k: float(np.mean([pick(r)[k] for r in runs])) for k in KEYS}
-    out |= {f"{k}_std": float(np.std([pick(r)[k] for r in runs], ddof=1)) if len(runs) > 1 else 0.0 for k in KEYS}
+    if len(runs) > 1:  # one run has no seed spread to report
+        out |= {f"{k}_std": float(np.std([pick(r)[k] for r in runs], ddof=1)) for k in KEYS}
     return out
 
 
@@ -135,7 +136,11 @@ def run_setting(benchmark: str, table: dict[str, list[str]], setting: str, seeds
 
         payload = json.loads(path.read_text())
         for entry in variants.values():  # intervals again: the preset may give groups the kept files lack
-            if len(entry.get("runs", [])) > 1 and all("predictions" in r for r in entry["runs"]):
+            if entry.get("runs"):  # the runs' own measurements, re-aggregated (no std for one seed)
+                entry["metrics"] = aggregate(entry["runs"])
+                if "without_clinical" in entry:
+                    entry["without_clinical"] = aggregate(entry["runs"], "without_clinical")
+            if entry.get("runs") and all("predictions" in r for r in entry["runs"]):
                 entry["ci95_seed_mean"] = seed_mean_interval([r["predictions"] for r in entry["runs"]],
                                                              entry["runs"][0]["class_names"], groups=cfg.data.groups)
         payload["intervals_recomputed"] = {
@@ -167,7 +172,7 @@ def run_setting(benchmark: str, table: dict[str, list[str]], setting: str, seeds
             entry["runs"] = sorted([*entry["runs"], row], key=lambda r: r["seed"])
             entry["metrics"] = aggregate(entry["runs"])
             entry["ci95_first_seed"] = entry["runs"][0]["ci"]
-            if len(entry["runs"]) > 1 and all("predictions" in r for r in entry["runs"]):
+            if all("predictions" in r for r in entry["runs"]):  # one seed too: lesion-clustered, method named
                 entry["ci95_seed_mean"] = seed_mean_interval([r["predictions"] for r in entry["runs"]],
                                                              entry["runs"][0]["class_names"], groups=cfg.data.groups)
             if multimodal:

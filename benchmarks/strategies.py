@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--only", default=None, help=f"comma-separated variants of {', '.join(VARIANTS)}")
     parser.add_argument("--results-name", default=None, help="default strategies_<setting>")
+    parser.add_argument("--reindex", action="store_true", help="rows again from the results file's kept predictions; "
+                        "no training")
     parser.add_argument("--paired", action="store_true", help="score every variant against concat from the kept "
                         "predictions of strategies_<setting>.json; no training")
     parser.add_argument("--set", action="append", default=[],
@@ -88,7 +90,7 @@ def main() -> None:
         raise SystemExit(f"--setting official28: {', '.join(sorted(VIEWS & set(names)))} cut a 64-px lesion crop from "
                          "128-px images, which the 28-px DermaMNIST file does not have; use official64 or lesion64")
     run_setting("strategies", VARIANTS, args.setting, [int(s) for s in args.seeds.split(",")], args.epochs, names,
-                args.results_name or f"strategies_{args.setting}", extra=args.set)
+                args.results_name or f"strategies_{args.setting}", reindex=args.reindex, extra=args.set)
 
 
 def paired(setting: str, results_name: str) -> None:
