@@ -136,11 +136,12 @@ def run_setting(benchmark: str, table: dict[str, list[str]], setting: str, seeds
 
         payload = json.loads(path.read_text())
         for entry in variants.values():  # intervals again: the preset may give groups the kept files lack
-            if entry.get("runs"):  # the runs' own measurements, re-aggregated (no std for one seed)
-                entry["metrics"] = aggregate(entry["runs"])
-                if "without_clinical" in entry:
-                    entry["without_clinical"] = aggregate(entry["runs"], "without_clinical")
-            if entry.get("runs") and all("predictions" in r for r in entry["runs"]):
+            if not entry.get("runs"):
+                continue
+            entry["metrics"] = aggregate(entry["runs"])  # the runs' own measurements (no std for one seed)
+            if "without_clinical" in entry:
+                entry["without_clinical"] = aggregate(entry["runs"], "without_clinical")
+            if all("predictions" in r for r in entry["runs"]):
                 entry["ci95_seed_mean"] = seed_mean_interval([r["predictions"] for r in entry["runs"]],
                                                              entry["runs"][0]["class_names"], groups=cfg.data.groups)
         payload["intervals_recomputed"] = {

@@ -58,11 +58,11 @@ def summary_rows(payload: dict, model: str) -> list[dict]:
             for name, c in payload["comparisons"].items()]
 
 
-def from_kept(setting: str, variants: list[str], model: str, group_table=None, *, source: str = "multimodal",
+def from_kept(setting: str, variants: list[str] | None, model: str, group_table=None, *, source: str = "multimodal",
               baseline: str = "image_only", results_name: str | None = None) -> None:
     """The paired comparison from the kept predictions of ``<results_name>.json`` (default
     ``<source>_<setting>``; see the module docstring): each variant against ``baseline`` over the
-    seeds they share, written to ``<results_name>`` with ``_paired`` after ``source`` (rows
+    seeds they share (``variants`` None: every variant with runs), written to ``<results_name>`` with ``_paired`` after ``source`` (rows
     ``benchmark: "<source>_paired"``; ``strategies.py --paired`` scores its strategies against
     concat this way); ``group_table``: the preset's ``data.groups``, for kept files without ids."""
     stem = results_name or f"{source}_{setting}"
@@ -71,6 +71,8 @@ def from_kept(setting: str, variants: list[str], model: str, group_table=None, *
         raise SystemExit(f"{path.name}: not found; run python benchmarks/{source}.py --setting {setting} first")
     trained = json.loads(path.read_text())
     entries = trained["variants"]
+    if variants is None:
+        variants = [n for n, e in entries.items() if n != baseline and e.get("runs")]
     missing = [n for n in [baseline, *variants]
                if not entries.get(n, {}).get("runs") or not all("predictions" in r for r in entries[n]["runs"])]
     if missing:

@@ -38,7 +38,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS
 from multimodal import CONFIGS, IMAGE_ONLY, SETTINGS, run_setting
 from multimodal_paired import from_kept
 
@@ -97,14 +96,9 @@ def paired(setting: str, results_name: str) -> None:
     """Every variant with runs in ``<results_name>.json`` minus concat."""
     from hybridmednet.config.loader import load_config
 
-    path = RESULTS / f"{results_name}.json"
-    if not path.exists():
-        raise SystemExit(f"{path.name}: not found; run python benchmarks/strategies.py --setting {setting} first")
-    entries = json.loads(path.read_text())["variants"]
-    others = [n for n, e in entries.items() if n != "concat" and e.get("runs")]
     preset_name, setting_overrides, _ = SETTINGS[setting]
     cfg = load_config(CONFIGS / preset_name, setting_overrides)
-    from_kept(setting, others, cfg.model.name, cfg.data.groups, source="strategies", baseline="concat",
+    from_kept(setting, None, cfg.model.name, cfg.data.groups, source="strategies", baseline="concat",
               results_name=results_name)
 
 

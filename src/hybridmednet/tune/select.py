@@ -35,40 +35,36 @@ def parse_constraints(text: str) -> list[tuple[str, str, float]]:
     return out
 
 
-def _run_dir(candidate: str, out: Path, device: str | None) -> Path:
+def _load(candidate: str, out: Path):
+    """A finished run directory as it is, else the candidate's config (runs under ``out/runs``) with
+    its image model built once on random weights, so a candidate that cannot run (e.g. a stride-32
+    backbone at 28 px) stops the selection before any candidate trains."""
     from hybridmednet.config.loader import load_config
-    from hybridmednet.engine.trainer import train
+    from hybridmednet.engine.run_dir import build_model_from_config
     from hybridmednet.paths import resolve_config_path
-    from hybridmednet.tune.sweep import trained_with
 
     path = Path(candidate)
     if path.is_dir() and (path / "checkpoints" / "best.json").exists():
         return path
     cfg = load_config(resolve_config_path(candidate), [f"output_dir={out / 'runs'}"])
-    if not trained_with(cfg.run_dir, cfg):
-        train(cfg, overwrite=True, quiet=True, device=device)
-    return cfg.run_dir
-
-
-def _check_buildable(candidates: list[str]) -> None:
-    """Build every config candidate's image model (random weights) before anything trains, so a
-    candidate that cannot run (e.g. a stride-32 backbone at 28 px) stops the selection at once,
-    not after the candidates before it have trained."""
-    from hybridmednet.config.loader import load_config
-    from hybridmednet.engine.run_dir import build_model_from_config
-    from hybridmednet.paths import resolve_config_path
-
-    for candidate in candidates:
-        path = Path(candidate)
-        if path.is_dir() and (path / "checkpoints" / "best.json").exists():
-            continue
-        cfg = load_config(resolve_config_path(candidate))
-        if cfg.model.multimodal is not None:  # its encoder needs the fitted clinical inputs: built when it trains
-            continue
+    if cfg.model.multimodal is None:  # a multimodal encoder needs the fitted clinical inputs: built when it trains
         try:
             build_model_from_config(cfg, num_classes=2, pretrained=False)
         except ConfigError as exc:
             raise ConfigError(f"candidate {candidate}: {exc}; nothing was trained") from None
+    return cfg
+
+
+def _run_dir(loaded, device: str | None) -> Path:
+    """The run directory of a :func:`_load` result, training the config unless a finished run has it."""
+    from hybridmednet.engine.trainer import train
+    from hybridmednet.tune.sweep import trained_with
+
+    if isinstance(loaded, Path):
+        return loaded
+    if not trained_with(loaded.run_dir, loaded):
+        train(loaded, overwrite=True, quiet=True, device=device)
+    return loaded.run_dir
 
 
 def select_model(candidates: list[str], constraints: str, out: str | Path, *, iters: int = 200,
@@ -76,12 +72,12 @@ def select_model(candidates: list[str], constraints: str, out: str | Path, *, it
     from hybridmednet.deploy.benchmark import benchmark_run
 
     limits = parse_constraints(constraints)
-    _check_buildable(candidates)
     out = Path(out).resolve()
+    loaded = [_load(c, out) for c in candidates]  # every candidate checked before any trains
     out.mkdir(parents=True, exist_ok=True)
     table = []
-    for candidate in candidates:
-        run_dir = _run_dir(candidate, out, device)
+    for candidate, item in zip(candidates, loaded):
+        run_dir = _run_dir(item, device)
         best = json.loads((run_dir / "checkpoints" / "best.json").read_text())
         monitor = best["config"]["train"]["monitor"]
         bench = benchmark_run(run_dir, iters=iters, threads=threads, onnx_files=None)
