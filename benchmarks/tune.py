@@ -111,7 +111,7 @@ def sweep(args) -> None:
                          "metrics": {f"{s}_{m}{x}": v[f"{s}_{m}{x}"] for s in ("val", "test") for m in ("acc", "auc")
                                      for x in ("", "_std")},
                          "ci": {f"{s}_{m}": v[f"{s}_{m}_ci95"] for s in ("val", "test") for m in ("acc", "auc")},
-                         "ci_method": v["test_ci_method"], "wall_s": None})
+                         "ci_method": v["test_ci_method"], "wall_s": v["train_wall_s"]})
     payload = {"benchmark": "sweep", "base": SWEEP_BASE, "vary": SWEEP_VARY, "sweep": record,
                "wall_s": round(time.perf_counter() - started, 1), **origin}
     write_results("sweep_ham10000_lesion28", payload, rows)

@@ -27,6 +27,8 @@ def test_sweep_varies_one_factor_at_a_time_with_seed_intervals(tiny_npz, tmp_pat
     for row in lr + smoothing:
         assert row["test_acc_ci95"][0] <= row["test_acc"] <= row["test_acc_ci95"][1]
         assert "seed-mean" in row["test_ci_method"]
+        assert row["train_wall_s"] > 0
+    assert smoothing[0]["train_wall_s"] == lr[0]["train_wall_s"]  # the shared base runs, counted once each
     assert (out / "sweep_train_lr.png").stat().st_size > 1000
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert runs == ["base_s0", "base_s1", "train.label_smoothing-0.0_s0", "train.label_smoothing-0.0_s1",

@@ -93,7 +93,9 @@ def run_sweep(config: str, vary: list[str], seeds: list[int], out: str | Path, *
         rows = []
         for value in values:
             dirs = [run(key, value, s) for s in seeds]
-            row = {"value": value, "is_base": value == current(key), "seeds": seeds, "runs": [str(d) for d in dirs]}
+            row = {"value": value, "is_base": value == current(key), "seeds": seeds, "runs": [str(d) for d in dirs],
+                   # each run's own training time (a reused run keeps the time it took when it trained)
+                   "train_wall_s": round(sum(json.loads((d / "train_summary.json").read_text())["wall_s"] for d in dirs), 1)}
             names = json.loads((dirs[0] / "checkpoints" / "best.json").read_text())["class_names"]
             for split in ("val", "test"):
                 result = seed_mean_interval([current_predictions(RunDir(d), split) for d in dirs], names, n_bootstrap)
