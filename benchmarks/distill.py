@@ -16,7 +16,12 @@ the ImageNet-pretrained EfficientNet-Lite0 trained on the HAM10000 JPEGs at 128 
 official DermaMNIST split. Its methods (``lite0:kd`` ...) read its outputs on its own 128-px images
 of the student's training cases (``teacher_view: own_images``; DermaMNIST ids ``split/index`` map to
 HAM10000 ``image_id`` through ``dermamnist_split.csv``), computed once; the split is the same, which
-the engine checks (a teacher trained on a student's val/test case is refused).
+the engine checks (a teacher trained on a student's val/test case is refused). Only the logit and
+embedding distillers (KD, DKD, RKD, CRD) can read it: its feature maps come from other pixels than
+the student's augmented view, so FitNet, AT and ReviewKD have no ``lite0:`` form.
+
+Each run records its teacher's checkpoint sha256; ``--continue`` refuses a kept run taught by
+another checkpoint than the one passed now (``--redo METHOD`` trains it again).
 
 ``--plan kd@0,dkd@0,kd+fitnet@0,kd@1`` runs (method, seed) pairs in order, one at a time, and
 rewrites the results after each, so a plan cut short keeps what finished. Rows: intervals of the
@@ -76,6 +81,8 @@ METHODS = {
     "lite0:kd": ([{"name": "kd", "temperature": 4}], "own_images"),
     "lite0:dkd": ([{"name": "dkd", "alpha": 1, "beta": 8, "temperature": 4}], "own_images"),
     "lite0:kd+rkd": ([{"name": "kd", "temperature": 4}, {"name": "rkd", "weight": 1}], "own_images"),
+    "lite0:rkd": ([{"name": "rkd", "weight": 1}], "own_images"),
+    "lite0:crd": ([{"name": "crd", "weight": 0.8}], "own_images"),
 }
 LITE0 = "lite0:"  # methods taught by --lite0-teacher
 # DermaMNIST ids (split/index) -> HAM10000 image_id, for the Lite0 teacher's own images
@@ -99,6 +106,36 @@ def distill_override(method: str, teachers: list[Path], lite0: Path | None = Non
             raise SystemExit(f"{method}: needs --lite0-teacher RUN (benchmarks/pretrained.py --image-size 128 --keep-runs DIR)")
         section |= {"teacher": [str(lite0)], "teacher_ids": LITE0_IDS}
     return "train.distill=" + json.dumps(section)
+
+
+def teacher_sha256(method: str, teachers: list[Path], lite0: Path | None) -> list[str] | None:
+    """The checkpoint sha256 of each run that teaches ``method`` now (None: that teacher was not
+    passed, so runs kept from the results file cannot be checked against it)."""
+    from hybridmednet.engine.run_dir import RunDir
+
+    runs = ([lite0] if lite0 is not None else []) if method.startswith(LITE0) else teachers
+    return [RunDir(p).checkpoint_sha256() for p in runs] or None
+
+
+def kept_runs(previous: Path, redo: set[str], teachers: list[Path], lite0: Path | None) -> dict[str, list[dict]]:
+    """``--continue``: the earlier (method, seed) runs of the results file, except ``redo``'s
+    methods. A run that records its teacher's checkpoint sha256 must match the teacher passed now
+    (a retrained teacher would mix two experiments in one row); runs from before that record are
+    kept as they are and listed in the payload's ``teacher_unrecorded``."""
+    done = {}
+    for method, runs in json.loads(previous.read_text())["runs"].items():
+        if method in redo:
+            continue
+        missing = [r["seed"] for r in runs if "git" not in r or "command" not in r]
+        if missing:
+            raise SystemExit(f"{previous}: {method} seed(s) {missing} record no commit and command of their own")
+        now = teacher_sha256(method, teachers, lite0)
+        changed = [r["seed"] for r in runs if now is not None and r.get("teacher_sha256", now) != now]
+        if changed:
+            raise SystemExit(f"{previous}: {method} seed(s) {changed} were taught by another teacher checkpoint than the one "
+                             f"passed now; train them again with --redo {method}, or pass the teacher they used")
+        done[method] = [r for r in runs if (ROOT / r["predictions"]).exists()]
+    return done
 
 
 def onnx_latency(run_dir: Path) -> float:
@@ -257,6 +294,8 @@ def main() -> None:
     parser.add_argument("--continue", dest="continue_", action="store_true",
                         help="keep the finished (method, seed) runs of the existing results file (their kept predictions "
                              "and their own commit) and add the plan's runs to them")
+    parser.add_argument("--redo", action="append", default=[], metavar="METHOD",
+                        help="with --continue: train this method's kept runs again (its teacher was retrained)")
     args = parser.parse_args()
     if args.reindex:
         reindex(args.results_name)
@@ -282,12 +321,7 @@ def main() -> None:
     done: dict[str, list[dict]] = {}
     previous = RESULTS / f"{args.results_name}.json"
     if args.continue_ and previous.exists():
-        earlier = json.loads(previous.read_text())
-        for method, runs in earlier["runs"].items():
-            missing = [r["seed"] for r in runs if "git" not in r or "command" not in r]
-            if missing:
-                raise SystemExit(f"{previous}: {method} seed(s) {missing} record no commit and command of their own")
-            done[method] = [r for r in runs if (ROOT / r["predictions"]).exists()]
+        done = kept_runs(previous, set(args.redo), teachers, args.lite0_teacher)
         plan = [(m, s) for m, s in plan if s not in {r["seed"] for r in done.get(m, [])}]
     rows = [teacher_row(scratch, class_names)] if teachers else [r for r in [earlier_teacher_row()] if r]
     if args.lite0_teacher is not None:
@@ -299,7 +333,9 @@ def main() -> None:
         name = f"distill_{method.replace(':', '_').replace('+', '_')}_s{seed}"
         run = train_and_evaluate(PRESET, name, [f"seed={seed}", distill_override(method, teachers, args.lite0_teacher),
                                                 *args.set], workdir.name)
-        run |= {"seed": seed, "commit": origin["git"]["commit"], "git": origin["git"], "command": origin["command"]}
+        taught_by = json.loads((Path(workdir.name) / name / "checkpoints" / "best.json").read_text())["distill_teachers"]
+        run |= {"seed": seed, "commit": origin["git"]["commit"], "git": origin["git"], "command": origin["command"],
+                "teacher_sha256": [t["checkpoint_sha256"] for t in taught_by]}
         run["predictions"] = keep_predictions(Path(workdir.name) / name, f"{args.results_name}_{name}")
         if latency is None:  # every student is the same small_cnn: one export and timing stands for all
             latency = onnx_latency(Path(workdir.name) / name)
@@ -309,6 +345,8 @@ def main() -> None:
         common = {"benchmark": "distill", "dataset": DATASET, "image_size": 28, "model": "small_cnn"}
         payload = {"benchmark": "distill", "dataset": DATASET, "protocol": __doc__.split("\n\n")[1], "plan": args.plan, "overrides": args.set,
                    "teachers": [str(t.name) for t in teachers], "runs": done,
+                   "teacher_unrecorded": sorted(f"{k}@{r['seed']}" for k, v in done.items() for r in v
+                                                if "teacher_sha256" not in r),
                    "target": TARGET, "anchor": ANCHOR, "onnx_latency_ms_p50_student": latency,
                    "teacher_latency_note": "the small_cnn teacher is three copies of the student's architecture: "
                                            "3x its latency and parameters",
