@@ -35,6 +35,7 @@ student and the training time distillation adds (ratio to the scratch runs' medi
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -85,6 +86,10 @@ METHODS = {
     "lite0:crd": ([{"name": "crd", "weight": 0.8}], "own_images"),
 }
 LITE0 = "lite0:"  # methods taught by --lite0-teacher
+LEARNED = "learned:"  # the terms' weights learned (uncertainty weighting) instead of fixed
+# the learned-weight combination of two Lite0-taught distillers (the row is for the best two on val at seed 0)
+METHODS |= {f"{LITE0}{LEARNED}{a}+{b}": (METHODS[LITE0 + a][0] + METHODS[LITE0 + b][0], "own_images")
+            for a, b in itertools.combinations(("kd", "dkd", "rkd", "crd"), 2)}
 # DermaMNIST ids (split/index) -> HAM10000 image_id, for the Lite0 teacher's own images
 LITE0_IDS = {"path": "{data_root}/ham10000/dermamnist_split.csv", "id_template": "{split}/{index}", "column": "image_id"}
 KEYS = ("test_acc", "test_auc", "test_balanced_acc", "test_macro_f1")
@@ -94,13 +99,13 @@ def describe(method: str) -> str:
     distillers, view = METHODS[method]
     terms = " + ".join(f"{d['name']}" + "".join(f" {k}={v}" for k, v in d.items() if k != "name") for d in distillers)
     teacher = ", teacher Lite0 (--lite0-teacher) on its own images" if method.startswith(LITE0) else f", teacher view {view}"
-    return f"{method}: CE + {terms}" + (", learned weights" if method.startswith("learned:") else "") + teacher
+    return f"{method}: CE + {terms}" + (", learned weights" if LEARNED in method else "") + teacher
 
 
 def distill_override(method: str, teachers: list[Path], lite0: Path | None = None) -> str:
     distillers, view = METHODS[method]
     section = {"teacher": [str(t) for t in teachers], "methods": distillers, "teacher_view": view,
-               "learned_weights": method.startswith("learned:")}
+               "learned_weights": LEARNED in method}
     if method.startswith(LITE0):
         if lite0 is None:
             raise SystemExit(f"{method}: needs --lite0-teacher RUN (benchmarks/pretrained.py --image-size 128 --keep-runs DIR)")
