@@ -55,7 +55,8 @@ def study(args) -> None:
     from hybridmednet.tune.study import Study
 
     # each setting its own study and results file: a study resumed with other settings would mix them
-    label = f"e{args.epochs or 'preset'}_{args.pruner}_w{args.prune_warmup}s{args.prune_startup}"  # names its predictions too
+    label = f"e{args.epochs or 'preset'}_{args.pruner}_w{args.prune_warmup}s{args.prune_startup}"
+    name = f"tune_{args.dataset}28_{label}"  # the results file and its kept predictions
     out = Path(args.workdir) / f"study_{args.dataset}_{label}"
     base = [f"train.epochs={args.epochs}", "train.early_stopping_patience=5"] if args.epochs else []
     started = time.perf_counter()
@@ -71,7 +72,7 @@ def study(args) -> None:
     for seed in (0, 1, 2):
         row = train_and_evaluate(ROOT / "configs" / f"{args.dataset}.yaml", f"best_s{seed}", [*base, *params, f"seed={seed}"],
                                  out / "retrained")
-        row["predictions"] = keep_predictions(out / "retrained" / f"best_s{seed}", f"tune_{args.dataset}28_{label}_best_seed{seed}")
+        row["predictions"] = keep_predictions(out / "retrained" / f"best_s{seed}", f"{name}_best_seed{seed}")
         runs.append(row | {"seed": seed})
         print(f"{args.dataset} best params seed {seed}: acc {row['metrics']['test_acc']:.4f} auc {row['metrics']['test_auc']:.4f}",
               flush=True)
@@ -91,7 +92,7 @@ def study(args) -> None:
     payload = {"benchmark": "tune", "dataset": args.dataset, "space": SPACE.read_text(), "base_overrides": base,
                "pruner": {"name": args.pruner, "warmup_epochs": args.prune_warmup, "startup_trials": args.prune_startup},
                "targets": TARGETS[args.dataset], "study": record, "retrained": runs, "search_s": search_s, **origin}
-    write_results(f"tune_{args.dataset}28_{label}", payload, [row])
+    write_results(name, payload, [row])
 
 
 def sweep(args) -> None:
